@@ -1,0 +1,91 @@
+import type { CID } from 'multiformats/cid';
+
+/** A peer's registry endpoint: `http://host:port` (same shape as `@ferry/registry`'s `Peer`). */
+export interface Peer {
+  /** libp2p peer id of the node. */
+  id: string;
+  /** IP taken from the peer's libp2p address (non-loopback preferred). */
+  host: string;
+  /** The registry port the peer advertised (fallback: our own registry port). */
+  port: number;
+}
+
+/** Finds the peers that hold a key (same shape as `@ferry/registry`'s `Router`). */
+export interface Router {
+  lookup(key: string, options: { signal: AbortSignal }): AsyncIterable<Peer>;
+}
+
+/** A pino-compatible logger; only these four levels are used. */
+export interface P2PLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface P2PNodeOptions {
+  /** TCP address libp2p listens on. `host` must be an IP (`0.0.0.0`/`::` for all); port 0 picks one. */
+  listen: { host: string; port: number };
+  /** IP announced to peers instead of the listen host (e.g. the pod IP when listening on 0.0.0.0). */
+  announceHost?: string;
+  /** Port of this node's registry; announced to peers in identify's agent version `ferry/<v> registry=<port>`. */
+  registryPort: number;
+  /** Directory holding `peer.key` (mode 0600) so the peer id survives restarts; ephemeral identity when absent. */
+  dataDir?: string;
+  /** Static bootstrap peers: `ip:port`, `[v6]:port`, or a multiaddr with optional `/p2p/<id>`. */
+  bootstrapPeers?: string[];
+  /** DNS bootstrap entries `name:port`; every A/AAAA address of the name is dialled (headless Service). */
+  bootstrapDns?: string[];
+  /** Resolves a name to its IP addresses (default: `dns.lookup` with `all: true`). Injectable for tests. */
+  resolver?: (name: string) => Promise<string[]>;
+  /** How many keys are provided to the DHT at the same time (default 64). */
+  provideConcurrency?: number;
+  /**
+   * Lifetime of provider records (default 20 min, min 1 s). Peers drop our records this long after
+   * the last (re)provide; we re-provide each key when half of it has passed. Withdrawn keys vanish
+   * from peers within this time plus one sweep (validity/10, at most 60 s).
+   */
+  recordValidityMs?: number;
+  /** Upper bound for one key's provide (closest-peers query + ADD_PROVIDER), default 30 s. */
+  provideTimeoutMs?: number;
+  /** Upper bound for one bootstrap dial, default 5 s. */
+  dialTimeoutMs?: number;
+  /** First delay before re-bootstrapping while the routing table is empty (default 1 s; doubles up to 30 s). */
+  bootstrapRetryMs?: number;
+  /** Version announced in the agent version (default: this package's version). */
+  version?: string;
+  /** pino-like logger (default: silent). */
+  logger?: P2PLogger;
+}
+
+export interface P2PNode extends Router {
+  /** This node's peer id (base58btc). */
+  readonly peerId: string;
+  /** Multiaddrs this node announces, each ending in `/p2p/<peerId>`. */
+  readonly addresses: string[];
+  /**
+   * Provide keys (digests or tag keys) to the DHT through a bounded-concurrency queue. Keys already
+   * advertised or in flight are not sent again. Resolves when every key was provided or failed
+   * (failures are logged and retried in the background; invalid keys are logged and skipped).
+   */
+  advertise(keys: string[]): Promise<void>;
+  /**
+   * Stop advertising keys: their local provider records are removed, so the reprovider no longer
+   * refreshes them. Kademlia has no "unprovide": copies held by peers expire after `recordValidityMs`.
+   */
+  withdraw(keys: string[]): Promise<void>;
+  /**
+   * Peers that provide `key`, as registry endpoints. Never yields this node, never the same peer
+   * twice; ends when the query is exhausted or `signal` aborts (never throws on abort).
+   * @throws InvalidKeyError (on first iteration) for a malformed digest.
+   */
+  lookup(key: string, opts: { signal: AbortSignal }): AsyncIterable<Peer>;
+  /** True when the DHT routing table holds at least one peer (queries can run). */
+  ready(): boolean;
+  /** Connected peers with their listen addresses (from identify; the connection's address otherwise). */
+  peers(): { id: string; addresses: string[] }[];
+  /** Stop timers, abort queries and provides, close every connection. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export type { CID };
