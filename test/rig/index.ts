@@ -1,0 +1,24 @@
+export {
+  type ContainerdHandle,
+  type ContainerdRigOptions,
+  overlaySupported,
+  type PullOptions,
+  startContainerd,
+} from './containerd.ts';
+export { type Cleanup, type Daemon, spawnDaemon } from './daemon.ts';
+export {
+  type BuildImageOptions,
+  type BuiltImage,
+  type BuiltIndex,
+  buildImage,
+  buildIndex,
+  type LayerBlob,
+  type MemoryBlob,
+  nodePlatform,
+  type Platform,
+  type PushOptions,
+  type PushResult,
+  pushImage,
+} from './images.ts';
+export { type AddressBlock, allocateBlock, type WaitOptions, waitFor, waitForPort } from './net.ts';
+export { type RegistryHandle, type RegistryOptions, startRegistry } from './registry.ts';
