@@ -1,0 +1,249 @@
+// In-process clusters. Every node listens on its own loopback address 127.77.<test>.<n> (this file
+// owns 127.77.1-19.x); port 0 unless the test needs a shared port, as in a cluster.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import { createP2PNode, type P2PNode, type P2PNodeOptions, type Peer } from '../src/index.ts';
+
+const digest = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`;
+
+async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 15_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function start(t: TestContext, opts: P2PNodeOptions): Promise<P2PNode> {
+  const node = await createP2PNode(opts);
+  t.after(() => node.stop());
+  return node;
+}
+
+/** `ip:port` of a node's first address. */
+function hostPort(node: P2PNode): string {
+  const m = /^\/ip4\/([^/]+)\/tcp\/(\d+)/.exec(node.addresses[0] ?? '');
+  assert.ok(m, `no ip4 address in ${node.addresses.join(',')}`);
+  return `${m[1]}:${m[2]}`;
+}
+
+async function collect(node: P2PNode, key: string, timeoutMs = 5_000): Promise<Peer[]> {
+  const out: Peer[] = [];
+  for await (const peer of node.lookup(key, { signal: AbortSignal.timeout(timeoutMs) })) {
+    out.push(peer);
+  }
+  return out;
+}
+
+async function cluster(t: TestContext, net: number, count: number, extra: Partial<P2PNodeOptions> = {}) {
+  const first = await start(t, {
+    listen: { host: `127.77.${net}.1`, port: 0 },
+    registryPort: 5101,
+    ...extra,
+  });
+  const nodes = [first];
+  for (let i = 2; i <= count; i++) {
+    nodes.push(
+      await start(t, {
+        listen: { host: `127.77.${net}.${i}`, port: 0 },
+        registryPort: 5100 + i,
+        bootstrapPeers: [hostPort(first)],
+        ...extra,
+      }),
+    );
+  }
+  await until('routing tables', () => nodes.every((n) => n.ready()));
+  return nodes;
+}
+
+test('ready() is false alone and becomes true once a static bootstrap peer is connected', async (t) => {
+  const a = await start(t, { listen: { host: '127.77.1.1', port: 0 }, registryPort: 5001 });
+  assert.equal(a.ready(), false);
+  assert.deepEqual(a.peers(), []);
+  assert.match(a.addresses[0] ?? '', new RegExp(`^/ip4/127\\.77\\.1\\.1/tcp/\\d+/p2p/${a.peerId}$`));
+  // multiaddr with /p2p/<id>
+  const b = await start(t, {
+    listen: { host: '127.77.1.2', port: 0 },
+    registryPort: 5002,
+    bootstrapPeers: [a.addresses[0] ?? ''],
+  });
+  // plain ip:port, peer id learnt on connect
+  const c = await start(t, {
+    listen: { host: '127.77.1.3', port: 0 },
+    registryPort: 5003,
+    bootstrapPeers: [hostPort(a)],
+  });
+  await until('all ready', () => a.ready() && b.ready() && c.ready());
+  await until('a sees b and c', () => a.peers().length === 2);
+  const seen = a.peers().find((p) => p.id === b.peerId);
+  assert.ok(seen);
+  assert.ok(
+    seen.addresses.some((addr) => addr.startsWith('/ip4/127.77.1.2/tcp/')),
+    seen.addresses.join(','),
+  );
+});
+
+test('DNS bootstrap dials every resolved address except our own, re-trying while alone', async (t) => {
+  const port = 47011; // one port for all nodes, distinct IPs: like a DaemonSet
+  const asked: string[] = [];
+  let answer: string[] = [];
+  const resolver = async (name: string) => {
+    asked.push(name);
+    if (name !== 'ferry.test.svc') {
+      throw new Error('NXDOMAIN');
+    }
+    return answer;
+  };
+  const opts = (i: number): P2PNodeOptions => ({
+    listen: { host: `127.77.2.${i}`, port },
+    registryPort: 5000,
+    bootstrapDns: ['ferry.test.svc:47011', 'missing.test.svc:47011'],
+    resolver,
+    bootstrapRetryMs: 50,
+  });
+  const a = await start(t, opts(1));
+  // nobody else yet (the answer holds only a itself): a keeps re-resolving and stays alone
+  answer = ['127.77.2.1'];
+  await until('re-bootstrap', () => asked.filter((n) => n === 'ferry.test.svc').length >= 3);
+  assert.equal(a.ready(), false);
+  answer = ['127.77.2.1', '127.77.2.2', '127.77.2.3'];
+  const b = await start(t, opts(2));
+  const c = await start(t, opts(3));
+  await until('all ready', () => a.ready() && b.ready() && c.ready());
+  await until('full mesh', () => [a, b, c].every((n) => n.peers().length === 2));
+  for (const n of [a, b, c]) {
+    assert.ok(!n.peers().some((p) => p.id === n.peerId), 'never connected to itself');
+  }
+});
+
+test('advertise on A: lookup from B yields A with its IP and registry port; never self; deduped', async (t) => {
+  const nodes = await cluster(t, 3, 5);
+  const [a, b] = nodes as [P2PNode, P2PNode];
+  const layer = digest(1);
+  const tag = 'docker.io/library/nginx:1.27';
+  await a.advertise([layer, tag, layer]);
+
+  for (const key of [layer, tag]) {
+    const found = await collect(b, key);
+    assert.deepEqual(found, [{ id: a.peerId, host: '127.77.3.1', port: 5101 }], key);
+  }
+  // the provider itself: nothing (its own record is filtered)
+  assert.deepEqual(await collect(a, layer), []);
+
+  // a second provider: both found, each once, self excluded
+  const c = nodes[2] as P2PNode;
+  await c.advertise([layer]);
+  const fromB = await collect(b, layer);
+  assert.deepEqual(fromB.map((p) => p.id).sort(), [a.peerId, c.peerId].sort());
+  assert.deepEqual(
+    fromB.find((p) => p.id === c.peerId),
+    { id: c.peerId, host: '127.77.3.3', port: 5103 },
+  );
+  const fromA = await collect(a, layer);
+  assert.deepEqual(fromA, [{ id: c.peerId, host: '127.77.3.3', port: 5103 }]);
+
+  // advertising again is a no-op that resolves; invalid keys are skipped, not thrown
+  await a.advertise([layer, 'sha256:not-hex']);
+  await assert.rejects(async () => {
+    for await (const _ of b.lookup('sha256:zz', { signal: AbortSignal.timeout(1000) })) {
+      // never reached
+    }
+  }, /invalid sha256 digest/);
+});
+
+test('lookup of an absent key ends: by itself in a cluster, on abort when alone (no throw)', async (t) => {
+  const nodes = await cluster(t, 4, 3);
+  assert.deepEqual(await collect(nodes[1] as P2PNode, digest(404), 10_000), []);
+
+  const lonely = await start(t, { listen: { host: '127.77.4.9', port: 0 }, registryPort: 5000 });
+  const ctl = new AbortController();
+  const started = Date.now();
+  setTimeout(() => ctl.abort(), 200);
+  const found: Peer[] = [];
+  for await (const peer of lonely.lookup(digest(404), { signal: ctl.signal })) {
+    found.push(peer);
+  }
+  assert.deepEqual(found, []);
+  assert.ok(Date.now() - started >= 150, 'the query waited for peers until the abort');
+  // an already-aborted signal ends at once
+  for await (const _ of lonely.lookup(digest(404), { signal: AbortSignal.abort() })) {
+    assert.fail('nothing expected');
+  }
+});
+
+test('withdraw stops re-providing: the key expires from peers while kept keys are refreshed', async (t) => {
+  // validity 3 s: records are re-provided after 1.5 s and dropped by peers after 3 s (+ 0.3 s sweep)
+  const nodes = await cluster(t, 5, 3, { recordValidityMs: 3_000 });
+  const [a, b] = nodes as [P2PNode, P2PNode];
+  const gone = digest(10);
+  const kept = digest(11);
+  await a.advertise([gone, kept]);
+  assert.equal((await collect(b, gone)).length, 1);
+  const withdrawnAt = Date.now();
+  await a.withdraw([gone]);
+  // Kademlia has no unprovide: peers still answer for the withdrawn key until it expires there
+  await until('withdrawn key to expire on peers', async () => (await collect(b, gone)).length === 0, 15_000);
+  const expiredAfter = Date.now() - withdrawnAt;
+  // by then the kept key has outlived one validity period and is still served: it was re-provided
+  await until('validity passed', () => Date.now() - withdrawnAt > 3_500);
+  assert.deepEqual(
+    (await collect(b, kept)).map((p) => p.id),
+    [a.peerId],
+    `kept key lost (withdrawn key expired after ${expiredAfter} ms)`,
+  );
+  // re-advertising a withdrawn key provides it again
+  await a.advertise([gone]);
+  assert.deepEqual(
+    (await collect(b, gone)).map((p) => p.id),
+    [a.peerId],
+  );
+});
+
+test('advertise while alone resolves at once and the key is provided once peers appear', async (t) => {
+  const a = await start(t, { listen: { host: '127.77.6.1', port: 0 }, registryPort: 5001 });
+  const key = digest(600);
+  await a.advertise([key]);
+  const b = await start(t, {
+    listen: { host: '127.77.6.2', port: 0 },
+    registryPort: 5002,
+    bootstrapPeers: [hostPort(a)],
+  });
+  await until('b finds a', async () => (await collect(b, key, 2_000)).some((p) => p.id === a.peerId), 30_000);
+});
+
+test('identity persists in <dataDir>/peer.key (0600); ephemeral without dataDir', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-p2p-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dataDir = join(dir, 'state');
+  const first = await createP2PNode({ listen: { host: '127.77.7.1', port: 0 }, registryPort: 5000, dataDir });
+  const id = first.peerId;
+  await first.stop();
+  await first.stop(); // idempotent
+  const info = await stat(join(dataDir, 'peer.key'));
+  assert.equal(info.mode & 0o777, 0o600);
+  const second = await start(t, { listen: { host: '127.77.7.1', port: 0 }, registryPort: 5000, dataDir });
+  assert.equal(second.peerId, id);
+  const ephemeral = await start(t, { listen: { host: '127.77.7.2', port: 0 }, registryPort: 5000 });
+  assert.notEqual(ephemeral.peerId, id);
+});
+
+test('bad options are rejected with an error naming the option', async () => {
+  const base: P2PNodeOptions = { listen: { host: '127.77.8.1', port: 0 }, registryPort: 5000 };
+  await assert.rejects(createP2PNode({ ...base, listen: { host: 'localhost', port: 0 } }), /listen\.host/);
+  await assert.rejects(createP2PNode({ ...base, registryPort: 0 }), /registryPort/);
+  await assert.rejects(
+    createP2PNode({ ...base, bootstrapPeers: ['127.0.0.1:1', 'node-b:4001'] }),
+    /bootstrapPeers\[1\]/,
+  );
+  await assert.rejects(createP2PNode({ ...base, bootstrapDns: ['svc'] }), /bootstrapDns\[0\]/);
+  await assert.rejects(createP2PNode({ ...base, recordValidityMs: 10 }), /recordValidityMs/);
+});
