@@ -180,6 +180,8 @@ async function fetchPeer(
       bodyTimeout: s.peerTimeoutMs,
     });
     const latencyMs = performance.now() - started;
+    // Errors on a body nobody reads (aborted losers, discarded answers) must not become uncaught.
+    res.body.on('error', () => {});
     const h = res.headers;
     if (res.statusCode !== 200 && res.statusCode !== 206) {
       res.body.destroy();
@@ -231,7 +233,7 @@ async function fetchPeer(
     clearTimeout(timer);
     if (t.method === 'HEAD') {
       signal.removeEventListener('abort', onAbort);
-      res.body.destroy();
+      res.body.dump().catch(() => {});
       return { peer, status, headers: h, span, latencyMs, abort };
     }
     // Blob GET: the body stays tied to the caller's signal until consumed.
@@ -309,7 +311,7 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
     }
   })();
 
-  const inflight = new Map<Peer, Promise<void>>();
+  const inflight = new Map<Peer, AbortController>();
   const controllers: Attempt[] = [];
   const failures: string[] = [];
   let rangeRejected: string | undefined;
@@ -325,7 +327,8 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
   const start = (peer: Peer) => {
     attempts++;
     lastStart = performance.now();
-    const p = fetchPeer(s, t, peer, signal, t.range).then(
+    const attemptAc = new AbortController();
+    const p = fetchPeer(s, t, peer, AbortSignal.any([signal, attemptAc.signal]), t.range).then(
       (a) => {
         inflight.delete(peer);
         s.latency.record(a.latencyMs);
@@ -342,7 +345,8 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
         wakeUp();
       },
     );
-    inflight.set(peer, p);
+    inflight.set(peer, attemptAc);
+    void p;
   };
 
   try {
@@ -384,6 +388,8 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
   } finally {
     signal.removeEventListener('abort', onAbort);
     lookupAc.abort();
+    // Cancel the losers still waiting for headers.
+    for (const ac of inflight.values()) ac.abort(new PeerError('another peer answered first'));
   }
   if (signal.aborted) {
     for (const a of controllers) if (a !== winner) a.abort();
@@ -395,7 +401,6 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
       ...(resolveMs === undefined ? {} : { resolveMs }),
     };
   }
-  // Losers still in flight are cancelled: their settle handler aborts them once they land.
   const result: RaceResult = { attempts, found, message };
   if (winner !== undefined) result.winner = winner;
   if (resolveMs !== undefined) result.resolveMs = resolveMs;

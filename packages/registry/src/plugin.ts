@@ -151,7 +151,6 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
   const emit = (ctx: Ctx, reply: FastifyReply) => {
     ctx.event.status = reply.raw.statusCode;
     ctx.event.durationMs = performance.now() - ctx.started;
-    ctx.event.aborted = !reply.raw.writableFinished;
     try {
       opts.observer?.onRequest?.(ctx.event);
     } catch (err) {
@@ -288,8 +287,13 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       },
     };
     const ac = new AbortController();
+    let finished = false;
+    reply.raw.once('finish', () => {
+      finished = true;
+    });
     reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) ac.abort(new Error('client went away'));
+      ctx.event.aborted = !finished;
+      if (!finished) ac.abort(new Error('client went away'));
       emit(ctx, reply);
     });
     const signal = ac.signal;

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { type RegistryPluginOptions, registry } from './plugin.ts';
 
 /** Options for {@link createRegistryServer}: the plugin's options plus the server's own. */
@@ -24,11 +24,10 @@ export async function createRegistryServer(options: RegistryServerOptions): Prom
   const { logger, ...pluginOptions } = options;
   const app = Fastify({
     ...(isLoggerInstance(logger) ? { loggerInstance: logger } : { logger: logger ?? false }),
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
     return503OnClosing: true,
-    maxParamLength: 2048,
-    ignoreTrailingSlash: true,
+    routerOptions: { maxParamLength: 2048, ignoreTrailingSlash: true },
   }) as unknown as FastifyInstance;
   await app.register(registry, pluginOptions);
   await app.ready();
