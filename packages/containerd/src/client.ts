@@ -267,7 +267,10 @@ export function createContainerdClient(opts: ContainerdOptions): ContainerdClien
           `containerd open ${digest}: range starts past ${size} bytes`,
         );
       }
-      return fh.createReadStream(range ? { start: range.start, end: range.end } : {});
+      return fh.createReadStream({
+        highWaterMark: 256 * 1024,
+        ...(range ? { start: range.start, end: range.end } : {}),
+      });
     } catch (err) {
       await fh.close().catch(() => {});
       throw err;

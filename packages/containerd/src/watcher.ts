@@ -114,6 +114,7 @@ export function createWatcher(client: ContainerdClient, opts: WatcherOptions): W
 
   return {
     stop() {
+      live = false;
       ac.abort();
       clearInterval(timer);
     },
