@@ -1,0 +1,217 @@
+/**
+ * Ferry's Prometheus metrics (all `ferry_`-prefixed, plus the default process/nodejs metrics) and the
+ * mapping from the registry plugin's request events to them.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/** How the registry answered a request. */
+export type RequestOutcome = 'local' | 'peer' | 'miss' | 'filtered' | 'invalid';
+
+/** One request seen by the registry plugin (its observer's onRequest event). */
+export interface RequestEvent {
+  /** The upstream registry the request is for (from ?ns=). */
+  registry: string;
+  kind: 'manifests' | 'blobs';
+  /** The digest or tag key looked up. */
+  key: string;
+  /** True when a peer asked (X-Ferry-Mirrored): served from local content only. */
+  mirrored: boolean;
+  outcome: RequestOutcome;
+  /** The peer that served it (outcome 'peer'). */
+  peer?: string;
+  /** Body bytes sent to the client. */
+  bytes: number;
+  /** HTTP status answered. */
+  status: number;
+  /** Time to answer, milliseconds. */
+  durationMs: number;
+  /** Router lookup until the first peer was found, milliseconds (when a lookup happened). */
+  resolveMs?: number;
+}
+
+/** A failed attempt to fetch from one peer. */
+export interface PeerFailureEvent {
+  peer: string;
+  key: string;
+  /** Short cause: 'timeout', 'status', 'connect', 'aborted', 'digest'… (bounded set; used as a label). */
+  reason: string;
+}
+
+/** Ferry's metrics, in their own registry. */
+export interface FerryMetrics {
+  readonly registry: Registry;
+  /** ferry_mirror_requests_total{registry,kind,outcome}: requests from the local containerd. */
+  readonly mirrorRequests: Counter<'registry' | 'kind' | 'outcome'>;
+  /** ferry_peer_requests_total{kind,outcome}: requests from peers (served from local content only). */
+  readonly peerRequests: Counter<'kind' | 'outcome'>;
+  /** ferry_request_duration_seconds{kind,outcome}. */
+  readonly requestDuration: Histogram<'kind' | 'outcome'>;
+  /** ferry_resolve_duration_seconds: router lookup to first peer. */
+  readonly resolveDuration: Histogram<string>;
+  /** ferry_advertised_keys{kind=digest|tag}. */
+  readonly advertisedKeys: Gauge<'kind'>;
+  /** ferry_tracked_images: images the tracker knows. */
+  readonly trackedImages: Gauge<string>;
+  /** ferry_peer_served_bytes_total: bytes served to peers. */
+  readonly peerServedBytes: Counter<string>;
+  /** ferry_peer_fetched_bytes_total: bytes fetched from peers (for the local containerd). */
+  readonly peerFetchedBytes: Counter<string>;
+  /** ferry_peer_fetch_failures_total{reason}. */
+  readonly peerFetchFailures: Counter<'reason'>;
+  /** ferry_mirror_last_success_timestamp_seconds: last request served from a peer. */
+  readonly lastMirrorSuccess: Gauge<string>;
+  /** ferry_containerd_resyncs_total{reason}: full re-lists of images and content. */
+  readonly containerdResyncs: Counter<'reason'>;
+  /** ferry_containerd_reconnects_total: event stream reconnects. */
+  readonly containerdReconnects: Counter<string>;
+}
+
+/** Options of createMetrics. */
+export interface MetricsOptions {
+  /** Also collect prom-client's default process and Node.js metrics. Default true. */
+  defaultMetrics?: boolean;
+  /** At most this many distinct `registry` label values; later ones are counted as 'other'. Default 50. */
+  maxRegistries?: number;
+}
+
+/** Creates Ferry's metrics in a fresh registry. */
+export function createMetrics(opts: MetricsOptions = {}): FerryMetrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const m: FerryMetrics = {
+    registry,
+    mirrorRequests: new Counter({
+      name: 'ferry_mirror_requests_total',
+      help: 'Requests from the local containerd, by upstream registry, kind and outcome (local, peer, miss, filtered, invalid).',
+      labelNames: ['registry', 'kind', 'outcome'],
+      registers,
+    }),
+    peerRequests: new Counter({
+      name: 'ferry_peer_requests_total',
+      help: 'Requests from peers, by kind and outcome.',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'ferry_request_duration_seconds',
+      help: 'Time to answer a registry request.',
+      labelNames: ['kind', 'outcome'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    }),
+    resolveDuration: new Histogram({
+      name: 'ferry_resolve_duration_seconds',
+      help: 'Router lookup until the first peer was found.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 3],
+      registers,
+    }),
+    advertisedKeys: new Gauge({
+      name: 'ferry_advertised_keys',
+      help: 'Keys this node advertises, by kind (digest, tag).',
+      labelNames: ['kind'],
+      registers,
+    }),
+    trackedImages: new Gauge({ name: 'ferry_tracked_images', help: 'Images seen in containerd.', registers }),
+    peerServedBytes: new Counter({
+      name: 'ferry_peer_served_bytes_total',
+      help: 'Bytes served to peers.',
+      registers,
+    }),
+    peerFetchedBytes: new Counter({
+      name: 'ferry_peer_fetched_bytes_total',
+      help: 'Bytes fetched from peers for the local containerd.',
+      registers,
+    }),
+    peerFetchFailures: new Counter({
+      name: 'ferry_peer_fetch_failures_total',
+      help: 'Failed fetch attempts from a peer, by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    lastMirrorSuccess: new Gauge({
+      name: 'ferry_mirror_last_success_timestamp_seconds',
+      help: 'Unix time of the last request served from a peer.',
+      registers,
+    }),
+    containerdResyncs: new Counter({
+      name: 'ferry_containerd_resyncs_total',
+      help: 'Full re-lists of containerd images and content, by reason (start, reconnect, timer, event).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    containerdReconnects: new Counter({
+      name: 'ferry_containerd_reconnects_total',
+      help: 'Reconnects of the containerd event stream.',
+      registers,
+    }),
+  };
+  // Label values with zero counts, so dashboards see the series before the first request.
+  for (const kind of ['digest', 'tag']) m.advertisedKeys.set({ kind }, 0);
+  return m;
+}
+
+/** The registry plugin's observer, feeding Ferry's metrics. */
+export interface RequestObserver {
+  onRequest(e: RequestEvent): void;
+  onPeerFailure(e: PeerFailureEvent): void;
+}
+
+const OUTCOMES = new Set<RequestOutcome>(['local', 'peer', 'miss', 'filtered', 'invalid']);
+
+/**
+ * Creates the observer that maps registry events to metrics. The `registry` label is bounded
+ * (invalid requests count as 'invalid', registries past `maxRegistries` as 'other'): ?ns= is client input.
+ */
+export function createRequestObserver(metrics: FerryMetrics, opts: MetricsOptions = {}): RequestObserver {
+  const max = opts.maxRegistries ?? 50;
+  const seen = new Set<string>();
+  const registryLabel = (e: RequestEvent): string => {
+    if (e.outcome === 'invalid') return 'invalid';
+    if (seen.has(e.registry)) return e.registry;
+    if (seen.size >= max) return 'other';
+    seen.add(e.registry);
+    return e.registry;
+  };
+  const failureReasons = new Set<string>();
+  return {
+    onRequest(e) {
+      const outcome = OUTCOMES.has(e.outcome) ? e.outcome : 'invalid';
+      const kind = e.kind === 'manifests' || e.kind === 'blobs' ? e.kind : 'invalid';
+      metrics.requestDuration.observe({ kind, outcome }, Math.max(0, e.durationMs) / 1000);
+      if (e.mirrored) {
+        metrics.peerRequests.inc({ kind, outcome });
+        if (outcome === 'local' && e.bytes > 0) metrics.peerServedBytes.inc(e.bytes);
+        return;
+      }
+      metrics.mirrorRequests.inc({ registry: registryLabel(e), kind, outcome });
+      if (e.resolveMs !== undefined) metrics.resolveDuration.observe(Math.max(0, e.resolveMs) / 1000);
+      if (outcome === 'peer') {
+        if (e.bytes > 0) metrics.peerFetchedBytes.inc(e.bytes);
+        metrics.lastMirrorSuccess.set(Date.now() / 1000);
+      }
+    },
+    onPeerFailure(e) {
+      let reason = e.reason;
+      if (!failureReasons.has(reason)) {
+        if (failureReasons.size >= 20) reason = 'other';
+        else failureReasons.add(reason);
+      }
+      metrics.peerFetchFailures.inc({ reason });
+    },
+  };
+}
+
+/** Tracker counts after a reconcile (see Tracker.counts()). */
+export interface TrackerCounts {
+  images: number;
+  digests: number;
+  tags: number;
+}
+
+/** Sets the advertised-keys gauges from the tracker's counts. */
+export function recordTrackerCounts(metrics: FerryMetrics, counts: TrackerCounts): void {
+  metrics.advertisedKeys.set({ kind: 'digest' }, counts.digests);
+  metrics.advertisedKeys.set({ kind: 'tag' }, counts.tags);
+  metrics.trackedImages.set(counts.images);
+}

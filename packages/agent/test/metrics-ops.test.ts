@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { createLogger } from '../src/logger.ts';
+import {
+  createMetrics,
+  createRequestObserver,
+  type RequestEvent,
+  recordTrackerCounts,
+} from '../src/metrics.ts';
+import { createOpsServer } from '../src/ops.ts';
+
+const base: RequestEvent = {
+  registry: 'docker.io',
+  kind: 'blobs',
+  key: 'sha256:aa',
+  mirrored: false,
+  outcome: 'peer',
+  bytes: 1000,
+  status: 200,
+  durationMs: 50,
+  resolveMs: 4,
+};
+
+async function value(m: ReturnType<typeof createMetrics>, name: string, labels: Record<string, string> = {}) {
+  const metric = await m.registry.getSingleMetric(name)!.get();
+  const hit = metric.values.find((v) =>
+    Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val),
+  );
+  return hit?.value ?? 0;
+}
+
+describe('metrics', () => {
+  it('maps request events to counters and histograms', async () => {
+    const m = createMetrics({ defaultMetrics: false });
+    const o = createRequestObserver(m);
+    o.onRequest(base);
+    o.onRequest({ ...base, outcome: 'local', resolveMs: undefined, bytes: 10 });
+    o.onRequest({ ...base, outcome: 'miss', bytes: 0, status: 404 });
+    o.onRequest({ ...base, outcome: 'filtered', kind: 'manifests', resolveMs: undefined, status: 404 });
+    o.onRequest({ ...base, mirrored: true, outcome: 'local', bytes: 500 });
+    o.onRequest({ ...base, mirrored: true, outcome: 'miss', bytes: 0, status: 404 });
+    o.onPeerFailure({ peer: 'p1', key: 'sha256:aa', reason: 'timeout' });
+
+    assert.equal(
+      await value(m, 'ferry_mirror_requests_total', {
+        registry: 'docker.io',
+        kind: 'blobs',
+        outcome: 'peer',
+      }),
+      1,
+    );
+    assert.equal(
+      await value(m, 'ferry_mirror_requests_total', { kind: 'manifests', outcome: 'filtered' }),
+      1,
+    );
+    assert.equal(await value(m, 'ferry_peer_requests_total', { kind: 'blobs', outcome: 'local' }), 1);
+    assert.equal(await value(m, 'ferry_peer_requests_total', { kind: 'blobs', outcome: 'miss' }), 1);
+    assert.equal(await value(m, 'ferry_peer_fetched_bytes_total'), 1000);
+    assert.equal(await value(m, 'ferry_peer_served_bytes_total'), 500);
+    assert.equal(await value(m, 'ferry_peer_fetch_failures_total', { reason: 'timeout' }), 1);
+    // resolveMs observed for the peer hit and the miss (lookups happened), not for local or filtered.
+    const resolve = await m.registry.getSingleMetric('ferry_resolve_duration_seconds')!.get();
+    assert.equal(
+      resolve.values.find((v) => v.metricName === 'ferry_resolve_duration_seconds_count')!.value,
+      2,
+    );
+    assert.ok((await value(m, 'ferry_mirror_last_success_timestamp_seconds')) > 0);
+  });
+
+  it('bounds the registry label (client input)', async () => {
+    const m = createMetrics({ defaultMetrics: false });
+    const o = createRequestObserver(m, { maxRegistries: 2 });
+    for (const r of ['a.io', 'b.io', 'c.io', 'd.io', 'a.io'])
+      o.onRequest({ ...base, registry: r, outcome: 'miss' });
+    o.onRequest({ ...base, registry: 'evil\nstuff', outcome: 'invalid' });
+    const metric = await m.registry.getSingleMetric('ferry_mirror_requests_total')!.get();
+    const regs = new Set(metric.values.map((v) => v.labels.registry));
+    assert.deepEqual([...regs].sort(), ['a.io', 'b.io', 'invalid', 'other']);
+    assert.equal(await value(m, 'ferry_mirror_requests_total', { registry: 'other' }), 2);
+  });
+
+  it('records tracker counts and exposes everything prefixed ferry_ plus default metrics', async () => {
+    const m = createMetrics();
+    recordTrackerCounts(m, { images: 2, digests: 7, tags: 3 });
+    assert.equal(await value(m, 'ferry_advertised_keys', { kind: 'digest' }), 7);
+    assert.equal(await value(m, 'ferry_advertised_keys', { kind: 'tag' }), 3);
+    const text = await m.registry.metrics();
+    assert.match(text, /^process_cpu_user_seconds_total /m);
+    const own = [...text.matchAll(/^# TYPE (\S+)/gm)]
+      .map((x) => x[1]!)
+      .filter((n) => !/^(process|nodejs)_/.test(n));
+    assert.ok(own.length >= 12);
+    assert.ok(
+      own.every((n) => n.startsWith('ferry_')),
+      own.join(','),
+    );
+  });
+});
+
+describe('ops server', () => {
+  it('serves /metrics, /healthz, /readyz and /status', async (t) => {
+    const m = createMetrics({ defaultMetrics: false });
+    let reasons: string[] = ['containerd unreachable', 'router has no peers'];
+    const app = await createOpsServer({
+      registry: m.registry,
+      readiness: () => ({ reasons }),
+      status: () => ({ images: 1 }),
+    });
+    t.after(() => app.close());
+
+    const metrics = await app.inject({ url: '/metrics' });
+    assert.equal(metrics.statusCode, 200);
+    assert.match(metrics.headers['content-type'] as string, /^text\/plain/);
+    assert.match(metrics.body, /ferry_advertised_keys\{kind="digest"\} 0/);
+
+    const health = await app.inject({ url: '/healthz' });
+    assert.equal(health.statusCode, 200);
+    assert.equal(health.json().status, 'ok');
+
+    const notReady = await app.inject({ url: '/readyz' });
+    assert.equal(notReady.statusCode, 503);
+    assert.deepEqual(notReady.json(), {
+      ready: false,
+      reasons: ['containerd unreachable', 'router has no peers'],
+    });
+    reasons = [];
+    const ready = await app.inject({ url: '/readyz' });
+    assert.equal(ready.statusCode, 200);
+    assert.deepEqual(ready.json(), { ready: true, reasons: [] });
+
+    assert.deepEqual((await app.inject({ url: '/status' })).json(), { images: 1 });
+    assert.equal((await app.inject({ url: '/nope' })).statusCode, 404);
+  });
+
+  it('answers 503 when the readiness check throws or hangs', async (t) => {
+    const m = createMetrics({ defaultMetrics: false });
+    let mode: 'throw' | 'hang' = 'throw';
+    const app = await createOpsServer({
+      registry: m.registry,
+      readinessTimeoutMs: 20,
+      readiness: () => {
+        if (mode === 'throw') throw new Error('boom');
+        return new Promise(() => {});
+      },
+    });
+    t.after(() => app.close());
+    const thrown = await app.inject({ url: '/readyz' });
+    assert.equal(thrown.statusCode, 503);
+    assert.deepEqual(thrown.json().reasons, ['readiness check failed: boom']);
+    mode = 'hang';
+    const hung = await app.inject({ url: '/readyz' });
+    assert.equal(hung.statusCode, 503);
+    assert.match(hung.json().reasons[0], /timed out after 20ms/);
+  });
+});
+
+describe('logger', () => {
+  it('writes JSON lines at the configured level', async () => {
+    const lines: string[] = [];
+    const dest = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(String(chunk));
+        cb();
+      },
+    });
+    const log = createLogger({ level: 'warn', base: { node: 'n1' }, destination: dest });
+    log.info('hidden');
+    log.warn({ key: 'sha256:aa' }, 'shown');
+    assert.equal(lines.length, 1);
+    const rec = JSON.parse(lines[0]!);
+    assert.equal(rec.level, 'warn');
+    assert.equal(rec.msg, 'shown');
+    assert.equal(rec.node, 'n1');
+    assert.equal(rec.name, 'ferry');
+    assert.match(rec.time, /^\d{4}-\d\d-\d\dT/);
+  });
+});
