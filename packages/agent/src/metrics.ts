@@ -2,32 +2,13 @@
  * Ferry's Prometheus metrics (all `ferry_`-prefixed, plus the default process/nodejs metrics) and the
  * mapping from the registry plugin's request events to them.
  */
+
+import type { RegistryRequestEvent, RequestOutcome } from '@ferry/registry';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
-/** How the registry answered a request. */
-export type RequestOutcome = 'local' | 'peer' | 'miss' | 'filtered' | 'invalid';
-
 /** One request seen by the registry plugin (its observer's onRequest event). */
-export interface RequestEvent {
-  /** The upstream registry the request is for (from ?ns=). */
-  registry: string;
-  kind: 'manifests' | 'blobs';
-  /** The digest or tag key looked up. */
-  key: string;
-  /** True when a peer asked (X-Ferry-Mirrored): served from local content only. */
-  mirrored: boolean;
-  outcome: RequestOutcome;
-  /** The peer that served it (outcome 'peer'). */
-  peer?: string;
-  /** Body bytes sent to the client. */
-  bytes: number;
-  /** HTTP status answered. */
-  status: number;
-  /** Time to answer, milliseconds. */
-  durationMs: number;
-  /** Router lookup until the first peer was found, milliseconds (when a lookup happened). */
-  resolveMs?: number;
-}
+export type RequestEvent = RegistryRequestEvent;
+export type { RequestOutcome };
 
 /** A failed attempt to fetch from one peer. */
 export interface PeerFailureEvent {
@@ -56,7 +37,9 @@ export interface FerryMetrics {
   readonly peerServedBytes: Counter<string>;
   /** ferry_peer_fetched_bytes_total: bytes fetched from peers (for the local containerd). */
   readonly peerFetchedBytes: Counter<string>;
-  /** ferry_peer_fetch_failures_total{reason}. */
+  /** ferry_peer_fetch_attempts_total: fetches started from peers (hedges included). */
+  readonly peerFetchAttempts: Counter<string>;
+  /** ferry_peer_fetch_failures_total{reason}: attempts of requests no peer could serve ('miss'), or reported failures. */
   readonly peerFetchFailures: Counter<'reason'>;
   /** ferry_mirror_last_success_timestamp_seconds: last request served from a peer. */
   readonly lastMirrorSuccess: Gauge<string>;
@@ -123,6 +106,11 @@ export function createMetrics(opts: MetricsOptions = {}): FerryMetrics {
       help: 'Bytes fetched from peers for the local containerd.',
       registers,
     }),
+    peerFetchAttempts: new Counter({
+      name: 'ferry_peer_fetch_attempts_total',
+      help: 'Fetches started from peers for the local containerd (hedged fetches included).',
+      registers,
+    }),
     peerFetchFailures: new Counter({
       name: 'ferry_peer_fetch_failures_total',
       help: 'Failed fetch attempts from a peer, by reason.',
@@ -167,13 +155,20 @@ export function createRequestObserver(metrics: FerryMetrics, opts: MetricsOption
   const max = opts.maxRegistries ?? 50;
   const seen = new Set<string>();
   const registryLabel = (e: RequestEvent): string => {
-    if (e.outcome === 'invalid') return 'invalid';
+    if (e.outcome === 'invalid' || e.registry === undefined) return 'invalid';
     if (seen.has(e.registry)) return e.registry;
     if (seen.size >= max) return 'other';
     seen.add(e.registry);
     return e.registry;
   };
   const failureReasons = new Set<string>();
+  const fail = (reason: string, n = 1) => {
+    if (!failureReasons.has(reason)) {
+      if (failureReasons.size >= 20) reason = 'other';
+      else failureReasons.add(reason);
+    }
+    metrics.peerFetchFailures.inc({ reason }, n);
+  };
   return {
     onRequest(e) {
       const outcome = OUTCOMES.has(e.outcome) ? e.outcome : 'invalid';
@@ -186,18 +181,17 @@ export function createRequestObserver(metrics: FerryMetrics, opts: MetricsOption
       }
       metrics.mirrorRequests.inc({ registry: registryLabel(e), kind, outcome });
       if (e.resolveMs !== undefined) metrics.resolveDuration.observe(Math.max(0, e.resolveMs) / 1000);
+      const attempts = e.attempts ?? 0;
+      if (attempts > 0) metrics.peerFetchAttempts.inc(attempts);
       if (outcome === 'peer') {
         if (e.bytes > 0) metrics.peerFetchedBytes.inc(e.bytes);
-        metrics.lastMirrorSuccess.set(Date.now() / 1000);
+        if (!e.aborted) metrics.lastMirrorSuccess.set(Date.now() / 1000);
+      } else if (outcome === 'miss' && attempts > 0) {
+        fail('miss', attempts);
       }
     },
     onPeerFailure(e) {
-      let reason = e.reason;
-      if (!failureReasons.has(reason)) {
-        if (failureReasons.size >= 20) reason = 'other';
-        else failureReasons.add(reason);
-      }
-      metrics.peerFetchFailures.inc({ reason });
+      fail(e.reason);
     },
   };
 }

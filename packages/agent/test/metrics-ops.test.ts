@@ -11,7 +11,11 @@ import {
 import { createOpsServer } from '../src/ops.ts';
 
 const base: RequestEvent = {
+  method: 'GET',
   registry: 'docker.io',
+  repository: 'library/nginx',
+  aborted: false,
+  attempts: 1,
   kind: 'blobs',
   key: 'sha256:aa',
   mirrored: false,
@@ -35,9 +39,26 @@ describe('metrics', () => {
     const m = createMetrics({ defaultMetrics: false });
     const o = createRequestObserver(m);
     o.onRequest(base);
-    o.onRequest({ ...base, outcome: 'local', resolveMs: undefined, bytes: 10 });
-    o.onRequest({ ...base, outcome: 'miss', bytes: 0, status: 404 });
-    o.onRequest({ ...base, outcome: 'filtered', kind: 'manifests', resolveMs: undefined, status: 404 });
+    o.onRequest({ ...base, outcome: 'local', resolveMs: undefined, bytes: 10, attempts: undefined });
+    o.onRequest({ ...base, outcome: 'miss', bytes: 0, status: 404, attempts: 2 });
+    o.onRequest({
+      ...base,
+      outcome: 'filtered',
+      kind: 'manifests',
+      resolveMs: undefined,
+      status: 404,
+      attempts: 0,
+    });
+    o.onRequest({
+      ...base,
+      outcome: 'invalid',
+      kind: undefined,
+      registry: undefined,
+      key: undefined,
+      status: 400,
+      attempts: undefined,
+      resolveMs: undefined,
+    });
     o.onRequest({ ...base, mirrored: true, outcome: 'local', bytes: 500 });
     o.onRequest({ ...base, mirrored: true, outcome: 'miss', bytes: 0, status: 404 });
     o.onPeerFailure({ peer: 'p1', key: 'sha256:aa', reason: 'timeout' });
@@ -59,6 +80,16 @@ describe('metrics', () => {
     assert.equal(await value(m, 'ferry_peer_fetched_bytes_total'), 1000);
     assert.equal(await value(m, 'ferry_peer_served_bytes_total'), 500);
     assert.equal(await value(m, 'ferry_peer_fetch_failures_total', { reason: 'timeout' }), 1);
+    assert.equal(await value(m, 'ferry_peer_fetch_failures_total', { reason: 'miss' }), 2);
+    assert.equal(await value(m, 'ferry_peer_fetch_attempts_total'), 1 + 2);
+    assert.equal(
+      await value(m, 'ferry_mirror_requests_total', {
+        registry: 'invalid',
+        kind: 'invalid',
+        outcome: 'invalid',
+      }),
+      1,
+    );
     // resolveMs observed for the peer hit and the miss (lookups happened), not for local or filtered.
     const resolve = await m.registry.getSingleMetric('ferry_resolve_duration_seconds')!.get();
     assert.equal(
