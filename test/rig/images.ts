@@ -190,11 +190,11 @@ async function buildLayer(
   const tmp = `${path}.${process.pid}.tmp`;
   const raw = new Hasher();
   const gz = new Hasher();
-  // Random bytes do not compress: level 1 keeps it fast and still a normal gzip stream.
+  // Random bytes do not compress: level 0 (stored deflate blocks) is still valid gzip and ~10x faster.
   await pipeline(
     tarStream(`layer-${index}.bin`, size, `${s}:${index}`),
     raw,
-    createGzip({ level: 1, strategy: zlibConstants.Z_DEFAULT_STRATEGY }),
+    createGzip({ level: zlibConstants.Z_NO_COMPRESSION, chunkSize: 256 * 1024 }),
     gz,
     createWriteStream(tmp),
   );
