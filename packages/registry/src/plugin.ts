@@ -39,11 +39,12 @@ export interface RegistryRequestEvent {
   attempts?: number;
   /** Body bytes written to the client. */
   bytes: number;
+  /** HTTP status sent; 499 when the client went away before any headers. */
   status: number;
   durationMs: number;
   /** Time until the router yielded the first peer (mirror path, when one came). */
   resolveMs?: number;
-  /** The client closed the connection before the response was complete. */
+  /** The response did not complete: the client went away, or the body failed mid-way. */
   aborted: boolean;
   /** Why it was a miss / invalid / failed mid-stream. */
   error?: string;
@@ -149,7 +150,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
   const fingerprints = new Map<string, string | undefined>();
 
   const emit = (ctx: Ctx, reply: FastifyReply) => {
-    ctx.event.status = reply.raw.statusCode;
+    ctx.event.status = ctx.event.aborted && !reply.raw.headersSent ? 499 : reply.raw.statusCode;
     ctx.event.durationMs = performance.now() - ctx.started;
     try {
       opts.observer?.onRequest?.(ctx.event);
@@ -362,6 +363,11 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       },
     );
     ev.attempts = result.attempts;
+    if (signal.aborted) {
+      // The client is gone (event already emitted): nothing to answer.
+      reply.hijack();
+      return;
+    }
     if (result.resolveMs !== undefined) ev.resolveMs = result.resolveMs;
     if (!result.ok) {
       if (result.status === 416) {

@@ -122,7 +122,7 @@ describe('mirroring from peers', () => {
     const silent2 = await startSilentPeer(t, 'silent2');
     const good = await startPeer(t, 'good');
     storeImage(good.source, img);
-    const opts = { peerTimeoutMs: 150, peerMetadataTimeoutMs: 150 };
+    const opts = { peerTimeoutMs: 400, peerMetadataTimeoutMs: 400 };
     const { app } = await node(
       t,
       { [img.layerDigest]: [silent.peer, good.peer], [img.manifestDigest]: [silent.peer, good.peer] },
@@ -293,6 +293,25 @@ describe('mirroring from peers', () => {
     const e = await until(() => ev.list[0], 'event');
     assert.equal(e.aborted, true);
     assert.equal(e.outcome, 'peer');
+  });
+
+  it('cancels a peer fetch still waiting for headers when the client goes away', async (t) => {
+    const silent = await startSilentPeer(t, 'silent');
+    const digest = `sha256:${'f'.repeat(64)}`;
+    const { app, ev } = await node(t, { [digest]: [silent.peer] }, { peerTimeoutMs: 60_000 });
+    await app.listen({ host: loopback(), port: 0 });
+    const addr = app.server.address() as { address: string; port: number };
+    const ac = new AbortController();
+    const pending = request(`http://${addr.address}:${addr.port}/v2/x/blobs/${digest}`, {
+      signal: ac.signal,
+    });
+    await until(() => silent.sockets.length === 1, 'peer asked');
+    ac.abort();
+    await assert.rejects(pending);
+    await until(() => silent.closed() === 1, 'peer connection closed');
+    const e = await until(() => ev.list[0], 'event');
+    assert.equal(e.aborted, true);
+    assert.equal(e.outcome, 'miss');
   });
 
   it('never asks peers for a request that is itself mirrored, and never loops', async (t) => {
