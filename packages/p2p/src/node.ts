@@ -33,6 +33,12 @@ import type { P2PLogger, P2PNode, P2PNodeOptions, Peer } from './types.ts';
 /** DHT protocol id: isolates Ferry clusters from IPFS and other DHTs. */
 export const FERRY_KAD_PROTOCOL = '/ferry/kad/1.0.0';
 
+/**
+ * kad-dht 16 peers decode a DHT key with `CID.decode(multihash)`, which only works for sha2-256
+ * multihashes (read as CIDv0). sha512 digests therefore cannot be advertised or found.
+ */
+const SHA2_256 = 0x12;
+
 const DEFAULTS = {
   provideConcurrency: 64,
   recordValidityMs: 20 * 60_000,
@@ -307,6 +313,10 @@ class FerryNode implements P2PNode {
         this.log.warn({ key, err: errorText(err) }, 'not advertising an invalid key');
         continue;
       }
+      if (cid.multihash.code !== SHA2_256) {
+        this.log.warn({ key }, 'not advertising: kad-dht 16 only carries sha2-256 multihash keys');
+        continue;
+      }
       this.wanted.add(key);
       const running = this.inflight.get(key);
       if (running !== undefined) {
@@ -402,7 +412,8 @@ class FerryNode implements P2PNode {
 
   async *lookup(key: string, opts: { signal: AbortSignal }): AsyncGenerator<Peer, void, undefined> {
     const cid = keyToCid(key);
-    if (opts.signal.aborted || this.stopping !== undefined) {
+    // peers reject any other multihash in DHT messages (they parse the key as a CIDv0/v1)
+    if (cid.multihash.code !== SHA2_256 || opts.signal.aborted || this.stopping !== undefined) {
       return;
     }
     const signal = AbortSignal.any([opts.signal, this.stopController.signal]);

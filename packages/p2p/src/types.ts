@@ -67,6 +67,7 @@ export interface P2PNode extends Router {
    * Provide keys (digests or tag keys) to the DHT through a bounded-concurrency queue. Keys already
    * advertised or in flight are not sent again. Resolves when every key was provided or failed
    * (failures are logged and retried in the background; invalid keys are logged and skipped).
+   * sha512 digests are skipped with a warning: kad-dht 16 peers reject non-sha2-256 DHT keys.
    */
   advertise(keys: string[]): Promise<void>;
   /**
@@ -77,6 +78,7 @@ export interface P2PNode extends Router {
   /**
    * Peers that provide `key`, as registry endpoints. Never yields this node, never the same peer
    * twice; ends when the query is exhausted or `signal` aborts (never throws on abort).
+   * A sha512 digest ends at once with no peers (see `advertise`).
    * @throws InvalidKeyError (on first iteration) for a malformed digest.
    */
   lookup(key: string, opts: { signal: AbortSignal }): AsyncIterable<Peer>;

@@ -153,6 +153,10 @@ test('advertise on A: lookup from B yields A with its IP and registry port; neve
 
   // advertising again is a no-op that resolves; invalid keys are skipped, not thrown
   await a.advertise([layer, 'sha256:not-hex']);
+  // sha512 keys cannot travel through kad-dht 16 (peers parse keys as CIDs): skipped, lookups end empty
+  const sha512 = `sha512:${'ab'.repeat(64)}`;
+  await a.advertise([sha512]);
+  assert.deepEqual(await collect(b, sha512), []);
   await assert.rejects(async () => {
     for await (const _ of b.lookup('sha256:zz', { signal: AbortSignal.timeout(1000) })) {
       // never reached
