@@ -5,6 +5,7 @@
 
 import type { RegistryRequestEvent, RequestOutcome } from '@ferry/registry';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { TrackerCounts } from './tracker.ts';
 
 /** One request seen by the registry plugin (its observer's onRequest event). */
 export type RequestEvent = RegistryRequestEvent;
@@ -194,13 +195,6 @@ export function createRequestObserver(metrics: FerryMetrics, opts: MetricsOption
       fail(e.reason);
     },
   };
-}
-
-/** Tracker counts after a reconcile (see Tracker.counts()). */
-export interface TrackerCounts {
-  images: number;
-  digests: number;
-  tags: number;
 }
 
 /** Sets the advertised-keys gauges from the tracker's counts. */
