@@ -7,8 +7,8 @@ bash "$root/scripts/bootstrap.sh"
 # shellcheck source=scripts/env.sh
 . "$root/scripts/env.sh"
 cd "$root"
-echo "== typecheck"; pnpm -s typecheck
-echo "== lint"; pnpm -s exec biome check --reporter=summary .
+echo "== typecheck"; tsc -p tsconfig.json --noEmit
+echo "== lint"; biome check --reporter=summary .
 echo "== tests"
 # Unit tests and end-to-end scenarios in one run; each file runs in its own process. The rig gives each
 # file its own loopback block, so files never collide.

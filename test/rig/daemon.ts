@@ -25,14 +25,16 @@ export interface Daemon {
   running(): boolean;
   /** SIGTERM, then SIGKILL after `graceMs` (default 10000). Resolves when the process has exited. */
   stop(graceMs?: number): Promise<void>;
+  /** Exit code once exited (null when killed by a signal or still running). */
+  exitCode(): number | null;
   /** Last `bytes` of the log file. */
   logs(bytes?: number): string;
 }
 
 /** Spawns `cmd args` with stdout and stderr appended to `logFile`. */
-export function spawnDaemon(cmd: string, args: string[], logFile: string): Daemon {
+export function spawnDaemon(cmd: string, args: string[], logFile: string, env?: NodeJS.ProcessEnv): Daemon {
   const fd = openSync(logFile, 'a');
-  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd] });
+  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env: env ?? process.env });
   children.add(child);
   let exited = false;
   const exitP = new Promise<void>((resolve) => {
@@ -51,6 +53,7 @@ export function spawnDaemon(cmd: string, args: string[], logFile: string): Daemo
     pid: child.pid,
     logFile,
     running: () => !exited,
+    exitCode: () => child.exitCode,
     async stop(graceMs = 10_000) {
       if (exited) return;
       child.kill('SIGTERM');

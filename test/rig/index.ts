@@ -1,4 +1,13 @@
 export {
+  AGENT_PORTS,
+  type AgentHandle,
+  type AgentRigOptions,
+  ferryCli,
+  parsePrometheus,
+  startAgent,
+} from './agent.ts';
+export { type Cluster, type ClusterNode, type ClusterOptions, startCluster } from './cluster.ts';
+export {
   type ContainerdHandle,
   type ContainerdRigOptions,
   overlaySupported,

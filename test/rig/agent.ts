@@ -1,0 +1,154 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ContainerdHandle } from './containerd.ts';
+import { type Cleanup, type Daemon, spawnDaemon } from './daemon.ts';
+import { waitFor } from './net.ts';
+
+/** The `ferry` CLI entry, run with the same Node 24 as the tests. */
+export const ferryCli = fileURLToPath(new URL('../../packages/agent/src/cli.ts', import.meta.url));
+
+/** Well-known ports: every node uses the same ones on its own address, as in a cluster. */
+export const AGENT_PORTS = { registry: 5000, router: 5001, metrics: 9090 } as const;
+
+export interface AgentRigOptions {
+  /** Node name (logs, messages). */
+  name: string;
+  /** The node's loopback address: registry, router and metrics listen there. */
+  host: string;
+  /** The node's containerd (socket, content dir). */
+  containerd: ContainerdHandle;
+  /** Directory for the agent's data dir and log file. */
+  dir: string;
+  /** Bootstrap peers (`ip:port`). */
+  bootstrapPeers?: string[];
+  /** Extra CLI flags, e.g. `['--resolve-tags=false']`. */
+  args?: string[];
+  /** Extra environment (`FERRY_…`). */
+  env?: Record<string, string>;
+  t?: Cleanup;
+}
+
+export interface AgentHandle {
+  readonly name: string;
+  readonly host: string;
+  /** `http://host:5000`: the registry containerd and peers pull from. */
+  readonly registryUrl: string;
+  /** `http://host:9090`: /metrics, /healthz, /readyz, /status. */
+  readonly opsUrl: string;
+  readonly logFile: string;
+  /** Starts the agent (again); resolves when /healthz answers. */
+  start(): Promise<void>;
+  /** SIGTERM; resolves with the exit code. */
+  stop(): Promise<void>;
+  running(): boolean;
+  logs(bytes?: number): string;
+  /** Waits until /readyz says ready. */
+  waitReady(timeoutMs?: number): Promise<void>;
+  /** Parsed Prometheus samples: `name{labels}` -> value, summed over matching label sets by `metric()`. */
+  metrics(): Promise<Map<string, number>>;
+  /** Sum of every sample of `name` whose labels include `labels`. */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+  /** GET /status as JSON. */
+  status(): Promise<Record<string, unknown>>;
+}
+
+/** Parses the Prometheus text format into `name{a="x",b="y"}` -> value. */
+export function parsePrometheus(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (m) out.set(`${m[1]}${m[2] ?? ''}`, Number(m[3]));
+  }
+  return out;
+}
+
+function labelsOf(key: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  const body = /\{(.*)\}$/.exec(key)?.[1] ?? '';
+  for (const m of body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]!] = m[2]!;
+  return labels;
+}
+
+/** Starts `ferry agent` for one rig node, listening on the node's address with the well-known ports. */
+export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
+  const dataDir = join(opts.dir, 'data');
+  mkdirSync(dataDir, { recursive: true });
+  const logFile = join(opts.dir, 'agent.log');
+  const registryUrl = `http://${opts.host}:${AGENT_PORTS.registry}`;
+  const opsUrl = `http://${opts.host}:${AGENT_PORTS.metrics}`;
+  const args = [
+    ferryCli,
+    'agent',
+    `--registry-addr=${opts.host}:${AGENT_PORTS.registry}`,
+    `--router-addr=${opts.host}:${AGENT_PORTS.router}`,
+    `--metrics-addr=${opts.host}:${AGENT_PORTS.metrics}`,
+    `--containerd-sock=${opts.containerd.socket}`,
+    `--containerd-content-path=${opts.containerd.contentPath}`,
+    `--containerd-config-path=${opts.containerd.hostsDir}`,
+    `--data-dir=${dataDir}`,
+    '--log-level=debug',
+    ...(opts.bootstrapPeers?.length ? [`--bootstrap-peers=${opts.bootstrapPeers.join(',')}`] : []),
+    ...(opts.args ?? []),
+  ];
+  let daemon: Daemon | undefined;
+
+  async function start(): Promise<void> {
+    if (daemon?.running()) return;
+    const env = { ...process.env, ...opts.env };
+    daemon = spawnDaemon(process.execPath, args, logFile, env);
+    const d = daemon;
+    await waitFor(
+      async () => {
+        if (!d.running()) throw new Error(`agent ${opts.name} exited:\n${d.logs()}`);
+        const res = await fetch(`${opsUrl}/healthz`).catch(() => undefined);
+        return res?.ok === true;
+      },
+      { timeoutMs: 30_000, what: `agent ${opts.name} /healthz` },
+    );
+  }
+
+  async function metrics(): Promise<Map<string, number>> {
+    const res = await fetch(`${opsUrl}/metrics`);
+    if (!res.ok) throw new Error(`GET ${opsUrl}/metrics: ${res.status}`);
+    return parsePrometheus(await res.text());
+  }
+
+  const handle: AgentHandle = {
+    name: opts.name,
+    host: opts.host,
+    registryUrl,
+    opsUrl,
+    logFile,
+    start,
+    async stop() {
+      await daemon?.stop(15_000);
+    },
+    running: () => daemon?.running() ?? false,
+    logs: (bytes?: number) => daemon?.logs(bytes) ?? '',
+    async waitReady(timeoutMs = 30_000) {
+      await waitFor(async () => (await fetch(`${opsUrl}/readyz`).catch(() => undefined))?.ok === true, {
+        timeoutMs,
+        what: `agent ${opts.name} /readyz`,
+      });
+    },
+    metrics,
+    async metric(name, labels = {}) {
+      let sum = 0;
+      for (const [key, value] of await metrics()) {
+        if (key !== name && !key.startsWith(`${name}{`)) continue;
+        const l = labelsOf(key);
+        if (Object.entries(labels).every(([k, v]) => l[k] === v)) sum += value;
+      }
+      return sum;
+    },
+    async status() {
+      const res = await fetch(`${opsUrl}/status`);
+      return (await res.json()) as Record<string, unknown>;
+    },
+  };
+  opts.t?.after(() => handle.stop());
+  await start();
+  return handle;
+}

@@ -1,0 +1,121 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { AGENT_PORTS, type AgentHandle, ferryCli, startAgent } from './agent.ts';
+import { type ContainerdHandle, startContainerd } from './containerd.ts';
+import type { Cleanup } from './daemon.ts';
+import { type AddressBlock, allocateBlock } from './net.ts';
+import { type RegistryHandle, startRegistry } from './registry.ts';
+
+const execFileP = promisify(execFile);
+
+export interface ClusterOptions {
+  /** Number of nodes (default 3). */
+  nodes?: number;
+  /** Extra `ferry agent` flags for every node, or per node (index 0 = node 1). */
+  agentArgs?: string[] | ((i: number) => string[]);
+  /** Write hosts.toml with `resolve` (tag) capability for the mirror (default true). */
+  resolveTags?: boolean;
+  /** Start the agents (default true); `false` leaves them for the test to start with `node.startAgent()`. */
+  startAgents?: boolean;
+  /** Registers teardown with the test. */
+  t?: Cleanup;
+}
+
+export interface ClusterNode {
+  readonly index: number;
+  readonly name: string;
+  readonly host: string;
+  readonly dir: string;
+  readonly containerd: ContainerdHandle;
+  /** The node's agent; undefined until started. */
+  agent: AgentHandle | undefined;
+  /** Starts this node's agent (bootstrapped from every other node's router address). */
+  startAgent(extraArgs?: string[]): Promise<AgentHandle>;
+  /** `ctr images pull` through the node's hosts dir (so through its agent), as a kubelet's containerd would. */
+  pull(ref: string): Promise<void>;
+}
+
+export interface Cluster {
+  readonly block: AddressBlock;
+  readonly upstream: RegistryHandle;
+  readonly nodes: ClusterNode[];
+  /** `host:port/<repo>:<tag>` on the upstream. */
+  ref(repoTag: string): string;
+  dispose(): Promise<void>;
+}
+
+/**
+ * A cluster on loopback: a real upstream `docker-registry`, N real containerd daemons (each with its own
+ * root, state, socket and hosts dir; CRI on), and N Ferry agents, node i on `127.a.b.(10+i)` with the
+ * same ports everywhere. Each node's hosts.toml (written by `ferry configure`) sends pulls of the upstream
+ * to the node's own agent first.
+ */
+export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
+  const n = opts.nodes ?? 3;
+  const block = allocateBlock();
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-cluster-'));
+  const disposers: (() => Promise<unknown>)[] = [];
+  const dispose = async () => {
+    for (const d of disposers.reverse()) await d().catch(() => undefined);
+    disposers.length = 0;
+    rmSync(dir, { recursive: true, force: true });
+    block.release();
+  };
+  opts.t?.after(dispose);
+  try {
+    const upstream = await startRegistry({ host: block.upstream, dir: join(dir, 'upstream') });
+    disposers.push(() => upstream.dispose());
+    const routers = Array.from({ length: n }, (_, i) => `${block.node(i + 1)}:${AGENT_PORTS.router}`);
+    const nodes = await Promise.all(
+      Array.from({ length: n }, async (_, i): Promise<ClusterNode> => {
+        const index = i + 1;
+        const host = block.node(index);
+        const name = `node${index}`;
+        const nodeDir = join(dir, name);
+        mkdirSync(nodeDir, { recursive: true });
+        const containerd = await startContainerd({ name, host, dir: join(nodeDir, 'containerd') });
+        disposers.push(() => containerd.dispose());
+        await execFileP(process.execPath, [
+          ferryCli,
+          'configure',
+          `--hosts-dir=${containerd.hostsDir}`,
+          `--mirror-targets=http://${host}:${AGENT_PORTS.registry}`,
+          `--mirrored-registries=${upstream.url}`,
+          ...(opts.resolveTags === false ? ['--no-resolve-tags'] : []),
+        ]);
+        const node: ClusterNode = {
+          index,
+          name,
+          host,
+          dir: nodeDir,
+          containerd,
+          agent: undefined,
+          async startAgent(extraArgs = []) {
+            const perNode = typeof opts.agentArgs === 'function' ? opts.agentArgs(i) : (opts.agentArgs ?? []);
+            const agent = await startAgent({
+              name,
+              host,
+              containerd,
+              dir: join(nodeDir, 'agent'),
+              bootstrapPeers: routers.filter((_, j) => j !== i),
+              args: [...perNode, ...extraArgs],
+            });
+            disposers.push(() => agent.stop());
+            node.agent = agent;
+            return agent;
+          },
+          pull: (ref) => containerd.pull(ref),
+        };
+        return node;
+      }),
+    );
+    if (opts.startAgents !== false) await Promise.all(nodes.map((node) => node.startAgent()));
+    return { block, upstream, nodes, ref: (repoTag) => `${upstream.host}/${repoTag}`, dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
