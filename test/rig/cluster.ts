@@ -35,7 +35,7 @@ export interface ClusterNode {
   /** Starts this node's agent (bootstrapped from every other node's router address). */
   startAgent(extraArgs?: string[]): Promise<AgentHandle>;
   /** `ctr images pull` through the node's hosts dir (so through its agent), as a kubelet's containerd would. */
-  pull(ref: string): Promise<void>;
+  pull(ref: string, opts?: { timeoutMs?: number }): Promise<void>;
 }
 
 export interface Cluster {
@@ -107,7 +107,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
             node.agent = agent;
             return agent;
           },
-          pull: (ref) => containerd.pull(ref),
+          pull: (ref, o) => containerd.pull(ref, o),
         };
         return node;
       }),

@@ -1,11 +1,286 @@
 /**
- * PLACEHOLDER: the composition of containerd + p2p + registry + tracker is written by the lead.
- * It exists so that the CLI type-checks; replace the whole file.
+ * The composition root of `ferry agent`: containerd → tracker → router (DHT) → registry, plus the ops
+ * server. Everything Ferry-specific lives in the packages; this file only wires them and owns the
+ * lifecycle (start order, readiness, graceful shutdown).
  */
-import type { AgentConfig } from './config.ts';
+import {
+  type ContainerdClient,
+  checkCriConfig,
+  createContainerdClient,
+  createWatcher,
+  type Watcher,
+} from '@ferry/containerd';
+import type { ByteRange } from '@ferry/oci';
+import { createP2PNode, type P2PNode } from '@ferry/p2p';
+import {
+  type ContentInfo,
+  type ContentSource,
+  createRefPolicy,
+  createRegistryServer,
+  type RegistryRequestEvent,
+} from '@ferry/registry';
+import type { FastifyInstance } from 'fastify';
+import type { AgentConfig, ListenAddress } from './config.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
+import { createOpsServer } from './ops.ts';
+import { createTracker, type ImageStore, type Tracker } from './tracker.ts';
 
-/** Runs the agent until SIGTERM/SIGINT. */
+/** Largest manifest or index the tracker reads from containerd. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** How many recent mirror requests the status endpoint keeps. */
+const RECENT_REQUESTS = 50;
+
+/** A running agent. */
+export interface AgentRuntime {
+  readonly logger: Logger;
+  readonly metrics: FerryMetrics;
+  readonly router: P2PNode;
+  readonly tracker: Tracker;
+  /** Stops accepting work, lets in-flight transfers finish for up to `graceMs`, then releases everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Options of startAgent beyond the configuration (tests inject a logger). */
+export interface StartAgentOptions {
+  logger?: Logger;
+}
+
+function listenHost(addr: ListenAddress): string {
+  return addr.host === '' ? '0.0.0.0' : addr.host;
+}
+
+/** The node's content as the registry sees it: containerd's content store, with media types the tracker learned. */
+function containerdContentSource(client: ContainerdClient, tracker: Tracker): ContentSource {
+  return {
+    async resolveTag(registry, repository, tag): Promise<ContentInfo | undefined> {
+      const image = await client.getImage(`${registry}/${repository}:${tag}`);
+      if (!image) return undefined;
+      // The image record can outlive its content (GC, discard_unpacked_layers): only answer what is there.
+      if (!(await client.info(image.target.digest))) return undefined;
+      return { digest: image.target.digest, size: image.target.size, mediaType: image.target.mediaType };
+    },
+    async stat(digest): Promise<ContentInfo | undefined> {
+      const info = await client.info(digest);
+      if (!info) return undefined;
+      const mediaType = tracker.mediaTypeOf(digest);
+      return mediaType ? { digest, size: info.size, mediaType } : { digest, size: info.size };
+    },
+    open: (digest: string, range?: ByteRange) => client.open(digest, range),
+  };
+}
+
+/** containerd as the tracker's image store. */
+function containerdImageStore(client: ContainerdClient): ImageStore {
+  return {
+    listImages: async () => (await client.listImages()).map((i) => ({ name: i.name, target: i.target })),
+    listContent: async () => (await client.listContent()).map((c) => ({ digest: c.digest, size: c.size })),
+    readManifest: (digest) => client.readAll(digest, MAX_MANIFEST_BYTES),
+  };
+}
+
+/** Starts every part of the agent; resolves once all servers listen. */
+export async function startAgent(config: AgentConfig, options: StartAgentOptions = {}): Promise<AgentRuntime> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel });
+  const metrics = createMetrics();
+  const closers: { name: string; close: () => Promise<unknown> | unknown }[] = [];
+  const closeAll = async () => {
+    for (const c of closers.reverse()) {
+      try {
+        await c.close();
+      } catch (err) {
+        logger.warn({ err, component: c.name }, 'error while stopping');
+      }
+    }
+    closers.length = 0;
+  };
+
+  try {
+    const client = createContainerdClient({
+      socket: config.containerdSock,
+      namespace: config.containerdNamespace,
+      ...(config.containerdContentPath ? { contentPath: config.containerdContentPath } : {}),
+    });
+    closers.push({ name: 'containerd', close: () => client.close() });
+    const version = await client.version().catch((err: Error) => {
+      logger.warn({ err: err.message, socket: config.containerdSock }, 'containerd not reachable yet');
+      return undefined;
+    });
+    if (version) logger.info({ version: version.version, socket: config.containerdSock }, 'containerd connected');
+    if (version && config.containerdConfigPath) {
+      for (const warning of await checkCriConfig(client, config.containerdConfigPath).catch(() => [])) {
+        logger.warn({ check: 'containerd-cri-config' }, warning);
+      }
+    }
+
+    const registryAddr = config.registryAddr as ListenAddress;
+    const routerAddr = config.routerAddr as ListenAddress;
+    const router = await createP2PNode({
+      listen: { host: listenHost(routerAddr), port: routerAddr.port },
+      ...(config.advertiseHost ? { announceHost: config.advertiseHost } : {}),
+      registryPort: registryAddr.port,
+      ...(config.dataDir ? { dataDir: config.dataDir } : {}),
+      bootstrapPeers: [...config.bootstrapPeers],
+      bootstrapDns: [...config.bootstrapDns],
+      logger: logger.child({ component: 'p2p' }),
+    });
+    closers.push({ name: 'p2p', close: () => router.stop() });
+    logger.info({ peerId: router.peerId, addresses: router.addresses }, 'router started');
+
+    const policy = createRefPolicy({
+      resolveTags: config.resolveTags,
+      registryFilters: [...config.registryFilters],
+      mirroredRegistries: [...config.mirroredRegistries],
+    });
+
+    const tracker = createTracker({
+      store: containerdImageStore(client),
+      advertiser: router,
+      policy,
+      logger: logger.child({ component: 'tracker' }),
+      onReconcile: (r) => recordTrackerCounts(metrics, r.counts),
+    });
+    closers.push({ name: 'tracker', close: () => tracker.stop() });
+
+    const watchAbort = new AbortController();
+    const watcher: Watcher = createWatcher(client, {
+      signal: watchAbort.signal,
+      resyncIntervalMs: config.resyncInterval,
+      onEvent: (e) => {
+        logger.debug({ topic: e.topic, name: e.name, digest: e.digest }, 'containerd event');
+        tracker.schedule(e.topic);
+      },
+      onResync: (reason) => {
+        metrics.containerdResyncs.inc({ reason });
+        if (reason === 'reconnect') metrics.containerdReconnects.inc();
+        tracker.schedule(`resync:${reason}`);
+      },
+      onError: (err) => logger.warn({ err: (err as Error).message }, 'containerd event stream lost; reconnecting'),
+    });
+    closers.push({
+      name: 'watcher',
+      close: () => {
+        watchAbort.abort();
+        watcher.stop();
+      },
+    });
+
+    const requestObserver = createRequestObserver(metrics);
+    const recent: RegistryRequestEvent[] = [];
+    const requestLog = logger.child({ component: 'registry' });
+    const registryServer: FastifyInstance = await createRegistryServer({
+      source: containerdContentSource(client, tracker),
+      router,
+      policy,
+      mirrorResolveTimeoutMs: config.mirrorResolveTimeout,
+      mirrorResolveRetries: config.mirrorResolveRetries,
+      logger: requestLog,
+      observer: {
+        onRequest(e) {
+          requestObserver.onRequest(e);
+          recent.push(e);
+          if (recent.length > RECENT_REQUESTS) recent.shift();
+          const fields = {
+            method: e.method,
+            key: e.key,
+            registry: e.registry,
+            repository: e.repository,
+            outcome: e.outcome,
+            peer: e.peer,
+            status: e.status,
+            bytes: e.bytes,
+            durationMs: Math.round(e.durationMs * 10) / 10,
+            attempts: e.attempts,
+            error: e.error,
+          };
+          // Each request of the local containerd is worth a line; peers' requests are debug detail.
+          if (e.mirrored) requestLog.debug(fields, 'served peer request');
+          else requestLog.info(fields, 'mirror request');
+        },
+      },
+    });
+    closers.push({ name: 'registry', close: () => registryServer.close() });
+
+    const ops = await createOpsServer({
+      registry: metrics.registry,
+      logger,
+      readiness: () => {
+        const reasons: string[] = [];
+        if (!watcher.connected()) reasons.push('containerd event stream not connected');
+        if (!router.ready()) reasons.push('router has no peers');
+        return { reasons };
+      },
+      status: () => ({
+        peerId: router.peerId,
+        addresses: router.addresses,
+        peers: router.peers(),
+        ready: router.ready(),
+        containerd: { connected: watcher.connected(), socket: config.containerdSock },
+        tracker: tracker.snapshot(),
+        recentRequests: recent,
+      }),
+    });
+    closers.push({ name: 'ops', close: () => ops.close() });
+
+    await registryServer.listen({ host: listenHost(registryAddr), port: registryAddr.port });
+    const metricsAddr = config.metricsAddr as ListenAddress;
+    await ops.listen({ host: listenHost(metricsAddr), port: metricsAddr.port });
+    logger.info(
+      {
+        registry: `${listenHost(registryAddr)}:${registryAddr.port}`,
+        metrics: `${listenHost(metricsAddr)}:${metricsAddr.port}`,
+      },
+      'agent listening',
+    );
+
+    return {
+      logger,
+      metrics,
+      router,
+      tracker,
+      async close(graceMs = config.shutdownTimeout) {
+        // Stop taking new requests, but let transfers in flight finish within the grace period.
+        if (!(await drain(registryServer, graceMs))) {
+          logger.warn({ graceMs }, 'in-flight transfers cut off at the end of the grace period');
+        }
+        await closeAll();
+      },
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+/** Stops accepting connections, giving open requests up to `graceMs`; true when all finished in time. */
+async function drain(server: FastifyInstance, graceMs: number): Promise<boolean> {
+  const http = server.server;
+  if (!http.listening) return true;
+  const closed = new Promise<boolean>((resolve) => http.close(() => resolve(true)));
+  http.closeIdleConnections();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), graceMs);
+  });
+  const ok = await Promise.race([closed, timeout]);
+  clearTimeout(timer);
+  if (!ok) http.closeAllConnections();
+  return ok;
+}
+
+/** `ferry agent`: starts the agent and runs until SIGTERM/SIGINT, then shuts down cleanly (exit code 0). */
 export async function runAgent(config: AgentConfig): Promise<void> {
-  void config;
-  throw new Error('not wired yet');
+  const runtime = await startAgent(config);
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      runtime.logger.info({ signal }, 'shutting down');
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await runtime.close();
+  runtime.logger.info('stopped');
 }
