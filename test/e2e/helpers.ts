@@ -39,10 +39,12 @@ export async function registryRequest(
 export async function waitFindable(from: ClusterNode, cluster: Cluster, repo: string, digests: string[]) {
   for (const d of digests) {
     await waitFor(
-      async () => (await registryRequest(from, cluster, `/v2/${repo}/blobs/${d}`, { method: 'HEAD' })).status === 200,
+      async () =>
+        (await registryRequest(from, cluster, `/v2/${repo}/blobs/${d}`, { method: 'HEAD' })).status === 200,
       { timeoutMs: 60_000, intervalMs: 100, what: `${d} findable from ${from.name}` },
     );
   }
 }
 
-export const sha256File = (path: string) => `sha256:${createHash('sha256').update(readFileSync(path)).digest('hex')}`;
+export const sha256File = (path: string) =>
+  `sha256:${createHash('sha256').update(readFileSync(path)).digest('hex')}`;

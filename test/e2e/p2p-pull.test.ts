@@ -40,7 +40,11 @@ before(async () => {
 after(() => cluster?.dispose());
 
 test('node A pulls from the upstream, then B pulls by tag and by digest from A with the upstream down', async () => {
-  const [a, b, c] = cluster.nodes as [(typeof cluster.nodes)[0], (typeof cluster.nodes)[0], (typeof cluster.nodes)[0]];
+  const [a, b, c] = cluster.nodes as [
+    (typeof cluster.nodes)[0],
+    (typeof cluster.nodes)[0],
+    (typeof cluster.nodes)[0],
+  ];
   await a.pull(cluster.ref('demo/app:v1'));
   await a.pull(cluster.ref('demo/multi:v1'));
   await waitFindable(c, cluster, 'demo/app', digestsOf(app));
@@ -57,7 +61,9 @@ test('node A pulls from the upstream, then B pulls by tag and by digest from A w
   assert.ok(fetched >= layerBytes(app), `B fetched ${fetched} bytes from peers, want ≥ ${layerBytes(app)}`);
   const served = (await a.agent!.metric('ferry_peer_served_bytes_total')) - servedBefore;
   assert.ok(served >= layerBytes(app), `A served ${served} bytes to peers, want ≥ ${layerBytes(app)}`);
-  assert.ok((await b.agent!.metric('ferry_mirror_requests_total', { kind: 'manifests', outcome: 'peer' })) >= 1);
+  assert.ok(
+    (await b.agent!.metric('ferry_mirror_requests_total', { kind: 'manifests', outcome: 'peer' })) >= 1,
+  );
 
   // By digest, on a node that has nothing yet.
   await c.pull(`${cluster.upstream.host}/demo/app@${app.digest}`);
@@ -80,7 +86,9 @@ test('ranged blob reads through the mirror path return the exact bytes', async (
   const c = cluster.nodes[2]!;
   const layer = multi.images[0]!.layers[0]!; // held by A and B, not by C
   assert.equal(await c.containerd.client.info(layer.digest), undefined);
-  const expected = Buffer.concat(await Array.fromAsync(createReadStream(layer.path) as AsyncIterable<Buffer>));
+  const expected = Buffer.concat(
+    await Array.fromAsync(createReadStream(layer.path) as AsyncIterable<Buffer>),
+  );
   const cases: [string, number, number][] = [
     ['bytes=0-99', 0, 99],
     ['bytes=1000-', 1000, layer.size - 1],
@@ -88,7 +96,9 @@ test('ranged blob reads through the mirror path return the exact bytes', async (
     [`bytes=${layer.size - 10}-${layer.size + 100}`, layer.size - 10, layer.size - 1],
   ];
   for (const [range, start, end] of cases) {
-    const res = await registryRequest(c, cluster, `/v2/demo/multi/blobs/${layer.digest}`, { headers: { range } });
+    const res = await registryRequest(c, cluster, `/v2/demo/multi/blobs/${layer.digest}`, {
+      headers: { range },
+    });
     assert.equal(res.status, 206, range);
     assert.equal(res.headers.get('content-range'), `bytes ${start}-${end}/${layer.size}`, range);
     const body = Buffer.from(await res.arrayBuffer());

@@ -48,7 +48,7 @@ describe('value parsers', () => {
     assert.deepEqual(parseAddress('node-1.cluster.local:80'), { host: 'node-1.cluster.local', port: 80 });
     assert.deepEqual(parseAddress(':0'), { host: '', port: 0 });
     for (const bad of ['5000', '::1:5000', '[::1]', '127.0.0.1:99999', 'a b:1', ':x', '[nope]:1']) {
-      assert.throws(() => parseAddress(bad), undefined, bad);
+      assert.throws(() => parseAddress(bad), Error, bad);
     }
     assert.throws(() => parseAddress(':5000', true), /with a host/);
     assert.equal(formatAddress({ host: '::1', port: 5000 }), '[::1]:5000');

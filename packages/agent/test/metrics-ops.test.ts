@@ -93,7 +93,9 @@ describe('metrics', () => {
     // resolveMs observed for the peer hit and the miss (lookups happened), not for local or filtered.
     const resolve = await m.registry.getSingleMetric('ferry_resolve_duration_seconds')!.get();
     assert.equal(
-      resolve.values.find((v) => v.metricName === 'ferry_resolve_duration_seconds_count')!.value,
+      resolve.values.find(
+        (v) => (v as { metricName?: string }).metricName === 'ferry_resolve_duration_seconds_count',
+      )!.value,
       2,
     );
     assert.ok((await value(m, 'ferry_mirror_last_success_timestamp_seconds')) > 0);
