@@ -80,7 +80,10 @@ function containerdImageStore(client: ContainerdClient): ImageStore {
 }
 
 /** Starts every part of the agent; resolves once all servers listen. */
-export async function startAgent(config: AgentConfig, options: StartAgentOptions = {}): Promise<AgentRuntime> {
+export async function startAgent(
+  config: AgentConfig,
+  options: StartAgentOptions = {},
+): Promise<AgentRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   const metrics = createMetrics();
   const closers: { name: string; close: () => Promise<unknown> | unknown }[] = [];
@@ -106,7 +109,8 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
       logger.warn({ err: err.message, socket: config.containerdSock }, 'containerd not reachable yet');
       return undefined;
     });
-    if (version) logger.info({ version: version.version, socket: config.containerdSock }, 'containerd connected');
+    if (version)
+      logger.info({ version: version.version, socket: config.containerdSock }, 'containerd connected');
     if (version && config.containerdConfigPath) {
       for (const warning of await checkCriConfig(client, config.containerdConfigPath).catch(() => [])) {
         logger.warn({ check: 'containerd-cri-config' }, warning);
@@ -155,7 +159,8 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
         if (reason === 'reconnect') metrics.containerdReconnects.inc();
         tracker.schedule(`resync:${reason}`);
       },
-      onError: (err) => logger.warn({ err: (err as Error).message }, 'containerd event stream lost; reconnecting'),
+      onError: (err) =>
+        logger.warn({ err: (err as Error).message }, 'containerd event stream lost; reconnecting'),
     });
     closers.push({
       name: 'watcher',
