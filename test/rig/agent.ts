@@ -42,6 +42,8 @@ export interface AgentHandle {
   /** SIGTERM; resolves with the exit code. */
   stop(): Promise<void>;
   running(): boolean;
+  /** Exit code of the last run (null while running or when killed by a signal). */
+  exitCode(): number | null;
   logs(bytes?: number): string;
   /** Waits until /readyz says ready. */
   waitReady(timeoutMs?: number): Promise<void>;
@@ -126,6 +128,7 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
       await daemon?.stop(15_000);
     },
     running: () => daemon?.running() ?? false,
+    exitCode: () => daemon?.exitCode() ?? null,
     logs: (bytes?: number) => daemon?.logs(bytes) ?? '',
     async waitReady(timeoutMs = 30_000) {
       await waitFor(async () => (await fetch(`${opsUrl}/readyz`).catch(() => undefined))?.ok === true, {
