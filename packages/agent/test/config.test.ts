@@ -239,8 +239,11 @@ describe('loadAgentConfig', () => {
     assert.equal(describeConfig(c).mirrorResolveTimeout, '20ms');
   });
 
-  it('README embeds the generated option table (cell by cell; formatters may pad it)', () => {
-    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  it('both READMEs embed the generated option table (cell by cell; formatters may pad it)', () => {
+    for (const file of ['../README.md', '../../../README.md'])
+      checkTable(readFileSync(new URL(file, import.meta.url), 'utf8'));
+  });
+  function checkTable(readme: string): void {
     // Table rows as trimmed cells; separator rows dropped.
     const rows = (text: string) =>
       text
@@ -263,5 +266,5 @@ describe('loadAgentConfig', () => {
       expected,
       'README option table is out of date',
     );
-  });
+  }
 });
