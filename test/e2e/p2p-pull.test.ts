@@ -134,6 +134,15 @@ test('malformed requests get the right 4xx with an OCI error body', async () => 
   assert.equal((await fetch(`${c.agent!.opsUrl}/healthz`)).status, 200);
 });
 
+test('a CRI PullImage (as a kubelet pulls) finds the mirror through config_path and pulls from peers', async () => {
+  const c = cluster.nodes[2]!;
+  const before = await c.agent!.metric('ferry_mirror_requests_total', { outcome: 'peer' });
+  await c.containerd.criPull(cluster.ref('demo/multi:v1'));
+  const cImg = (await c.containerd.client.listImages()).find((i) => i.name === cluster.ref('demo/multi:v1'));
+  assert.equal(cImg?.target.digest, multi.digest);
+  assert.ok((await c.agent!.metric('ferry_mirror_requests_total', { outcome: 'peer' })) > before);
+});
+
 test('an image no node has falls back to the upstream at once, and fails cleanly when it is down', async () => {
   const b = cluster.nodes[1]!;
   // Upstream down (from the first test): nobody has demo/stray, the pull fails with an error, no hang.
