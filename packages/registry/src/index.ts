@@ -1,15 +1,34 @@
-export type { MemoryContentSource, MemoryContentSourceOptions, MemoryRouter } from './memory.ts';
-export { createMemoryContentSource, createMemoryRouter } from './memory.ts';
+export type {
+  MemoryContentSource,
+  MemoryContentSourceOptions,
+  MemoryRouter,
+  MemoryTagStore,
+} from './memory.ts';
+export { createMemoryContentSource, createMemoryRouter, createMemoryTagStore } from './memory.ts';
 export { MIRRORED_HEADER } from './mirror.ts';
 export type {
   RegistryObserver,
   RegistryPluginOptions,
   RegistryRequestEvent,
   RequestOutcome,
+  TagEvent,
+  TagOutcome,
+  TagResolverOptions,
 } from './plugin.ts';
 export { registry } from './plugin.ts';
-export type { RefPolicy, RefPolicyOptions } from './policy.ts';
-export { createRefPolicy } from './policy.ts';
+export type { RefPolicy, RefPolicyOptions, TagRule } from './policy.ts';
+export { createRefPolicy, isTagMode, parseTagRule, TAG_MODES } from './policy.ts';
 export type { RegistryServerOptions } from './server.ts';
 export { createRegistryServer } from './server.ts';
-export type { ContentInfo, ContentSource, Peer, Router } from './types.ts';
+export { RESOLVED_AT_HEADER } from './tags.ts';
+export type {
+  ContentInfo,
+  ContentSource,
+  Peer,
+  Router,
+  TagMode,
+  TagRecordStore,
+  TagResolution,
+  TagUpstream,
+  UpstreamTagOutcome,
+} from './types.ts';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ByteRange } from '@ferry/oci';
 import { tagKey } from '@ferry/oci';
-import type { ContentInfo, ContentSource, Peer, Router } from './types.ts';
+import type { ContentInfo, ContentSource, Peer, Router, TagRecordStore, TagResolution } from './types.ts';
 
 /** An in-memory {@link ContentSource} for tests. */
 export interface MemoryContentSource extends ContentSource {
@@ -99,6 +99,31 @@ export function createMemoryRouter(initial: Record<string, Peer[]> = {}): Memory
         if (signal.aborted) return;
         yield peer;
       }
+    },
+  };
+}
+
+/** An in-memory {@link TagRecordStore} for tests: keeps the newest resolution per tag. */
+export interface MemoryTagStore extends TagRecordStore {
+  /** Everything recorded, in order (to assert what was written). */
+  readonly records: TagResolution[];
+}
+
+/** Creates an empty {@link MemoryTagStore}. */
+export function createMemoryTagStore(): MemoryTagStore {
+  const byTag = new Map<string, TagResolution>();
+  const records: TagResolution[] = [];
+  return {
+    records,
+    async record(r) {
+      records.push({ ...r });
+      const key = tagKey(r.registry, r.repository, r.tag);
+      const old = byTag.get(key);
+      if (old === undefined || r.resolvedAt >= old.resolvedAt) byTag.set(key, { ...r });
+    },
+    async get(registry, repository, tag) {
+      const r = byTag.get(tagKey(registry, repository, tag));
+      return r === undefined ? undefined : { ...r };
     },
   };
 }

@@ -16,10 +16,62 @@ import fp from 'fastify-plugin';
 import { Agent } from 'undici';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import type { RefPolicy } from './policy.ts';
-import type { ContentInfo, ContentSource, Router } from './types.ts';
+import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
+import type {
+  ContentInfo,
+  ContentSource,
+  Router,
+  TagMode,
+  TagRecordStore,
+  TagResolution,
+  TagUpstream,
+  UpstreamTagOutcome,
+} from './types.ts';
 
 /** How a registry request ended. */
 export type RequestOutcome = 'local' | 'peer' | 'miss' | 'filtered' | 'invalid';
+
+/**
+ * How a tag was resolved: `upstream` (the upstream named the digest), `last-known` (upstream unavailable:
+ * the newest digest the cluster resolved), `cluster` (mode cluster: local image or peers), `deferred`
+ * (404 on purpose so containerd asks the upstream: mode upstream, or the upstream wants credentials),
+ * `miss` (nothing to answer: unknown upstream, no last-known, nothing in the cluster).
+ */
+export type TagOutcome = 'upstream' | 'last-known' | 'cluster' | 'deferred' | 'miss';
+
+/** The tag part of a request event (tag requests from the local containerd, when `tags` is set). */
+export interface TagEvent {
+  mode: TagMode;
+  outcome: TagOutcome;
+  /** The digest the tag was resolved to, when it was. */
+  digest?: string;
+  /** Where the digest came from ('upstream', or for last-known: 'last-known' (DB), 'local' or 'peer'). */
+  source?: TagResolution['source'];
+  /** Time the upstream took to answer (or fail), when asked. */
+  upstreamMs?: number;
+  /** What the upstream said: resolved, unavailable, unauthorized, not-found. */
+  upstream?: UpstreamTagOutcome['kind'];
+  /** Age of the last-known digest served (outcome last-known, when its resolution time is known). */
+  lastKnownAgeMs?: number;
+}
+
+/** Tag modes and what `verify` needs. */
+export interface TagResolverOptions {
+  /** The mode of a tag (e.g. RefPolicy.modeFor). */
+  modeFor(registry: string, repository: string, tag: string): TagMode;
+  /** The upstream registries; without it, `verify` defers every tag (404). */
+  upstream?: TagUpstream;
+  /** Where resolutions are recorded and last-known digests read; without it only local images and peers count. */
+  lastKnown?: TagRecordStore;
+  /** Deadline for the upstream's answer. Default 1000 ms. */
+  upstreamTimeoutMs?: number;
+  /** Deadline for peers' last-known answers during an upstream outage. Default 1000 ms. */
+  peerAnswerTimeoutMs?: number;
+  /** Most peers asked for their last-known answer. Default 3. */
+  maxPeerAnswers?: number;
+  /** Clock (ms since epoch) for resolvedAt and ages. Default Date.now. */
+  now?: () => number;
+}
 
 /** One event per content request (manifests/blobs), fired when the response ends or the client goes away. */
 export interface RegistryRequestEvent {
@@ -48,6 +100,8 @@ export interface RegistryRequestEvent {
   aborted: boolean;
   /** Why it was a miss / invalid / failed mid-stream. */
   error?: string;
+  /** Tag requests of the local containerd when tag modes are on (`tags` option). */
+  tag?: TagEvent;
 }
 
 /** Receives registry events (the agent maps them to metrics and logs). */
@@ -81,6 +135,11 @@ export interface RegistryPluginOptions {
   maxManifestBytes?: number;
   /** Receives one event per request. */
   observer?: RegistryObserver;
+  /**
+   * Tag modes (cluster / upstream / verify) and the upstream client and last-known store `verify` uses.
+   * Absent: every tag the policy allows is answered in mode `cluster`.
+   */
+  tags?: TagResolverOptions;
   /** undici dispatcher for peer requests; default: an Agent owned (and closed) by the plugin. */
   dispatcher?: import('undici').Dispatcher;
 }
@@ -150,6 +209,11 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
   const fingerprints = new Map<string, string | undefined>();
 
   const emit = (ctx: Ctx, reply: FastifyReply) => {
+    const tagEv = ctx.event.tag;
+    if (tagEv?.mode === 'cluster') {
+      const served = ctx.event.outcome === 'local' || ctx.event.outcome === 'peer';
+      tagEv.outcome = served && !ctx.event.aborted ? 'cluster' : 'miss';
+    }
     ctx.event.status = ctx.event.aborted && !reply.raw.headersSent ? 499 : reply.raw.statusCode;
     ctx.event.durationMs = performance.now() - ctx.started;
     try {
@@ -187,6 +251,158 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     if (fingerprints.size >= 256) fingerprints.delete(fingerprints.keys().next().value as string);
     fingerprints.set(info.digest, mt);
     return mt === undefined ? { bytes } : { mediaType: mt, bytes };
+  };
+
+  const tags = opts.tags;
+  const now = tags?.now ?? Date.now;
+  const upstreamTimeoutMs = tags?.upstreamTimeoutMs ?? 1000;
+
+  /** The newest of this node's record and its local image for a tag, whose manifest is held here. */
+  const ownAnswer = async (
+    registry: string,
+    repository: string,
+    tag: string,
+    req: FastifyRequest,
+  ): Promise<TagResolution | undefined> => {
+    const [rec, img] = await Promise.all([
+      tags?.lastKnown?.get(registry, repository, tag).catch((err: unknown) => {
+        req.log.warn({ err, registry, repository, tag }, 'last-known store read failed');
+        return undefined;
+      }),
+      source.resolveTag(registry, repository, tag).catch(() => undefined),
+    ]);
+    const candidates: TagResolution[] = [];
+    if (rec !== undefined) candidates.push(rec);
+    if (img !== undefined)
+      candidates.push({ ...resolutionOf(registry, repository, tag, img), resolvedAt: 0, source: 'local' });
+    candidates.sort((a, b) => b.resolvedAt - a.resolvedAt);
+    for (const c of candidates) {
+      // The local image is held (resolveTag answers only what is there); a record may name gone content.
+      if (c.source === 'local') return c;
+      if ((await source.stat(c.digest).catch(() => undefined)) !== undefined) return c;
+    }
+    return undefined;
+  };
+
+  /** Mode verify: the digest to serve, or why the answer is a 404 (tagEv says which outcome). */
+  const verifyTag = async (
+    registry: string,
+    repository: string,
+    tag: string,
+    tagEv: TagEvent,
+    signal: AbortSignal,
+    req: FastifyRequest,
+  ): Promise<TagResolution | string> => {
+    const upstream = tags?.upstream;
+    if (upstream === undefined) {
+      tagEv.outcome = 'deferred';
+      return 'no upstream client configured for verify';
+    }
+    const t0 = performance.now();
+    const outcome = await askUpstream(upstream, registry, repository, tag, signal, upstreamTimeoutMs);
+    tagEv.upstreamMs = performance.now() - t0;
+    tagEv.upstream = outcome.kind;
+    if (outcome.kind === 'resolved') {
+      const r: TagResolution = {
+        registry,
+        repository,
+        tag,
+        digest: outcome.digest,
+        ...(outcome.mediaType === undefined ? {} : { mediaType: outcome.mediaType }),
+        ...(outcome.size === undefined ? {} : { size: outcome.size }),
+        resolvedAt: now(),
+        source: 'upstream',
+      };
+      try {
+        await tags?.lastKnown?.record(r);
+      } catch (err) {
+        req.log.warn({ err, registry, repository, tag }, 'could not record the resolution');
+      }
+      tagEv.outcome = 'upstream';
+      tagEv.digest = r.digest;
+      tagEv.source = 'upstream';
+      return r;
+    }
+    if (outcome.kind === 'unauthorized') {
+      tagEv.outcome = 'deferred';
+      return upstream.hasCredentials(registry)
+        ? `the upstream refused the configured credentials (${outcome.status}); containerd resolves it`
+        : `the upstream wants credentials (${outcome.status}) and none are configured; containerd resolves it with its own`;
+    }
+    if (outcome.kind === 'not-found') {
+      tagEv.outcome = 'miss';
+      return 'the upstream does not know this tag';
+    }
+    if (signal.aborted) return 'client went away';
+    // The upstream cannot answer: the newest digest the cluster resolved.
+    const best = await lastKnownOf(registry, repository, tag, signal, req);
+    if (best === undefined) {
+      tagEv.outcome = 'miss';
+      return `upstream unavailable (${outcome.reason}) and no last-known digest in the cluster`;
+    }
+    tagEv.outcome = 'last-known';
+    tagEv.digest = best.digest;
+    tagEv.source = best.source;
+    if (best.resolvedAt > 0) tagEv.lastKnownAgeMs = Math.max(0, now() - best.resolvedAt);
+    return best;
+  };
+
+  /** Newest of: our record, our local image (resolvedAt unknown = 0), peers' answers. Records a newer peer answer. */
+  const lastKnownOf = async (
+    registry: string,
+    repository: string,
+    tag: string,
+    signal: AbortSignal,
+    req: FastifyRequest,
+  ): Promise<TagResolution | undefined> => {
+    const [rec, img, answers] = await Promise.all([
+      tags?.lastKnown?.get(registry, repository, tag).catch((err: unknown) => {
+        req.log.warn({ err, registry, repository, tag }, 'last-known store read failed');
+        return undefined;
+      }),
+      source.resolveTag(registry, repository, tag).catch(() => undefined),
+      askPeersForTag(
+        settings,
+        {
+          registry,
+          repository,
+          tag,
+          key: tagKey(registry, repository, tag),
+          timeoutMs: tags?.peerAnswerTimeoutMs ?? 1000,
+          maxPeers: Math.max(1, tags?.maxPeerAnswers ?? 3),
+        },
+        signal,
+      ),
+    ]);
+    const candidates: TagResolution[] = [];
+    if (rec !== undefined) candidates.push({ ...rec, source: 'last-known' });
+    if (img !== undefined)
+      candidates.push({ ...resolutionOf(registry, repository, tag, img), resolvedAt: 0, source: 'local' });
+    for (const a of answers) {
+      candidates.push({
+        registry,
+        repository,
+        tag,
+        digest: a.digest,
+        ...(a.mediaType === undefined ? {} : { mediaType: a.mediaType }),
+        ...(a.size === undefined ? {} : { size: a.size }),
+        resolvedAt: a.resolvedAt,
+        source: 'peer',
+      });
+    }
+    let best: TagResolution | undefined;
+    for (const c of candidates) if (best === undefined || c.resolvedAt > best.resolvedAt) best = c;
+    if (best?.source === 'peer' && tags?.lastKnown !== undefined) {
+      // Survive a restart during the outage; the resolution keeps its original time.
+      if (rec === undefined || best.resolvedAt > rec.resolvedAt) {
+        try {
+          await tags.lastKnown.record(best);
+        } catch (err) {
+          req.log.warn({ err, registry, repository, tag }, 'could not record the peer answer');
+        }
+      }
+    }
+    return best;
   };
 
   /** Serves local content; false when the node does not hold it. */
@@ -324,6 +540,37 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       return sendError(reply, ctx, 404, unknown, `${ev.key} is not mirrored by policy`);
     }
 
+    // 2b. tag modes
+    let routeKey = ev.key;
+    if (d.tag !== undefined && tags !== undefined) {
+      const mode = tags.modeFor(d.registry, d.repository, d.tag);
+      if (!ev.mirrored) ev.tag = { mode, outcome: 'miss' };
+      if (mode === 'upstream') {
+        ev.outcome = 'filtered';
+        if (ev.tag !== undefined) ev.tag.outcome = 'deferred';
+        return sendError(reply, ctx, 404, unknown, `${ev.key}: tag mode upstream, ask the upstream`);
+      }
+      if (ev.mirrored) {
+        // A peer asks which digest the tag names: the newest of our record and our image, held here.
+        const best = await ownAnswer(d.registry, d.repository, d.tag, req);
+        if (best === undefined) {
+          ev.outcome = 'miss';
+          return sendError(reply, ctx, 404, unknown, `${ev.key} not held by this node`);
+        }
+        reply.header(RESOLVED_AT_HEADER, String(best.resolvedAt));
+        d = byDigest(d, best.digest);
+      } else if (mode === 'verify') {
+        const tagEv = ev.tag as TagEvent;
+        const r = await verifyTag(d.registry, d.repository, d.tag, tagEv, signal, req);
+        if (typeof r === 'string') {
+          ev.outcome = 'miss';
+          return sendError(reply, ctx, 404, unknown, `${ev.key}: ${r}`);
+        }
+        d = byDigest(d, r.digest);
+        routeKey = r.digest;
+      }
+    }
+
     // 3. local content
     try {
       const local = await serveLocal(req, reply, ctx, d, signal);
@@ -354,7 +601,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
         repository: d.repository,
         reference: d.reference,
         ...(d.digest === undefined ? {} : { digest: d.digest }),
-        key: ev.key,
+        key: routeKey,
         ...(range === undefined ? {} : { range }),
       },
       signal,
@@ -410,6 +657,62 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     },
   });
 };
+
+function resolutionOf(
+  registry: string,
+  repository: string,
+  tag: string,
+  info: ContentInfo,
+): Omit<TagResolution, 'resolvedAt' | 'source'> {
+  return {
+    registry,
+    repository,
+    tag,
+    digest: info.digest,
+    size: info.size,
+    ...(info.mediaType === undefined ? {} : { mediaType: info.mediaType }),
+  };
+}
+
+/** The same request, by digest. */
+function byDigest(d: DistributionRequest, digest: string): DistributionRequest {
+  return { kind: d.kind, registry: d.registry, repository: d.repository, reference: digest, digest };
+}
+
+/** Asks the upstream with a deadline; every failure (and the deadline) is 'unavailable'. */
+async function askUpstream(
+  upstream: TagUpstream,
+  registry: string,
+  repository: string,
+  tag: string,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<UpstreamTagOutcome> {
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(signal.reason);
+  signal.addEventListener('abort', onAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<UpstreamTagOutcome>((resolve) => {
+    timer = setTimeout(() => {
+      ac.abort(new Error(`no answer within ${timeoutMs} ms`));
+      resolve({ kind: 'unavailable', reason: `no answer within ${timeoutMs} ms` });
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([
+      upstream.resolveTag(registry, repository, tag, { signal: ac.signal }).catch(
+        (err: unknown): UpstreamTagOutcome => ({
+          kind: 'unavailable',
+          reason: err instanceof Error ? err.message : String(err),
+        }),
+      ),
+      deadline,
+    ]);
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
+  }
+}
 
 function header(req: FastifyRequest, name: string): string | undefined {
   const v = req.headers[name];

@@ -1,0 +1,140 @@
+import { isDigest, isManifestMediaType, manifestAcceptTypes } from '@ferry/oci';
+import { request } from 'undici';
+import { MIRRORED_HEADER, type MirrorSettings } from './mirror.ts';
+import type { Peer } from './types.ts';
+
+/** Response header of a peer's answer to a mirrored tag request: when its digest was resolved (ms epoch; 0 = unknown). */
+export const RESOLVED_AT_HEADER = 'x-ferry-resolved-at';
+
+/** One peer's answer to "which digest is this tag". */
+export interface PeerTagAnswer {
+  peer: Peer;
+  digest: string;
+  resolvedAt: number;
+  mediaType?: string;
+  size?: number;
+}
+
+/** What to ask and how long to wait. */
+export interface PeerTagQuery {
+  registry: string;
+  repository: string;
+  tag: string;
+  /** The tag key '<registry>/<repo>:<tag>' peers advertise. */
+  key: string;
+  /** Whole deadline of the lookup and the questions. */
+  timeoutMs: number;
+  /** Ask at most this many peers. */
+  maxPeers: number;
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+async function headPeer(
+  s: MirrorSettings,
+  q: PeerTagQuery,
+  peer: Peer,
+  signal: AbortSignal,
+): Promise<PeerTagAnswer | undefined> {
+  const host = peer.host.includes(':') && !peer.host.startsWith('[') ? `[${peer.host}]` : peer.host;
+  const url = `http://${host}:${peer.port}/v2/${q.repository}/manifests/${q.tag}?ns=${encodeURIComponent(q.registry)}`;
+  const res = await request(url, {
+    method: 'HEAD',
+    headers: {
+      [MIRRORED_HEADER]: 'true',
+      'user-agent': s.userAgent,
+      accept: manifestAcceptTypes.join(', '),
+    },
+    dispatcher: s.dispatcher,
+    signal,
+  });
+  res.body.on('error', () => {});
+  await res.body.dump().catch(() => {});
+  if (res.statusCode !== 200) return undefined;
+  const digest = first(res.headers['docker-content-digest']);
+  if (digest === undefined || !isDigest(digest)) return undefined;
+  const at = Number(first(res.headers[RESOLVED_AT_HEADER]) ?? '0');
+  const answer: PeerTagAnswer = { peer, digest, resolvedAt: Number.isSafeInteger(at) && at > 0 ? at : 0 };
+  const mediaType = first(res.headers['content-type']);
+  if (mediaType !== undefined && isManifestMediaType(mediaType)) answer.mediaType = mediaType;
+  const size = Number(first(res.headers['content-length']));
+  if (Number.isSafeInteger(size) && size > 0) answer.size = size;
+  return answer;
+}
+
+/**
+ * Finds peers advertising a tag key and asks each (HEAD, `X-Ferry-Mirrored`) which digest the tag names
+ * and when that was resolved. Stops at `maxPeers` answers, at the deadline, or when the router has
+ * yielded nothing new for `s.resolveTimeoutMs` while no question is in flight. Never throws.
+ */
+export async function askPeersForTag(
+  s: MirrorSettings,
+  q: PeerTagQuery,
+  signal: AbortSignal,
+): Promise<PeerTagAnswer[]> {
+  const done = new AbortController();
+  const all = AbortSignal.any([signal, done.signal, AbortSignal.timeout(Math.max(1, q.timeoutMs))]);
+  const answers: PeerTagAnswer[] = [];
+  const asked = new Set<string>();
+  let inflight = 0;
+  let lookupDone = false;
+  let wake: (() => void) | undefined;
+  const poke = () => wake?.();
+  all.addEventListener('abort', poke, { once: true });
+  let lastEvent = performance.now();
+
+  void (async () => {
+    try {
+      for await (const peer of s.router.lookup(q.key, { signal: all })) {
+        if (asked.has(peer.id)) continue;
+        asked.add(peer.id);
+        inflight++;
+        lastEvent = performance.now();
+        headPeer(s, q, peer, all)
+          .then(
+            (a) => {
+              if (a !== undefined) answers.push(a);
+            },
+            () => {},
+          )
+          .finally(() => {
+            inflight--;
+            lastEvent = performance.now();
+            poke();
+          });
+        if (asked.size >= q.maxPeers) break;
+      }
+    } catch {
+      // lookup failures only mean fewer answers
+    } finally {
+      lookupDone = true;
+      poke();
+    }
+  })();
+
+  try {
+    while (!all.aborted) {
+      if (answers.length >= q.maxPeers) break;
+      if (inflight === 0 && (lookupDone || asked.size >= q.maxPeers)) break;
+      let waitMs = Number.POSITIVE_INFINITY;
+      if (inflight === 0) {
+        waitMs = lastEvent + s.resolveTimeoutMs - performance.now();
+        if (waitMs <= 0) break;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = Number.isFinite(waitMs) ? setTimeout(resolve, waitMs) : undefined;
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+  } finally {
+    all.removeEventListener('abort', poke);
+    done.abort();
+  }
+  return [...answers];
+}
