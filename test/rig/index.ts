@@ -6,6 +6,13 @@ export {
   parsePrometheus,
   startAgent,
 } from './agent.ts';
+export {
+  type AuthRegistryHandle,
+  type AuthRegistryOptions,
+  libtrustKeyId,
+  startAuthRegistry,
+  type TokenRequestRecord,
+} from './auth-registry.ts';
 export { type Cluster, type ClusterNode, type ClusterOptions, startCluster } from './cluster.ts';
 export {
   type ContainerdHandle,

@@ -1,0 +1,25 @@
+/**
+ * @ferry/resolver: upstream tag resolution (anonymous, Basic and Bearer token auth, Docker config
+ * credentials) and the last-known store (tag -> newest digest, LevelDB), shared by the registry's tag
+ * policy and the pinner.
+ */
+export { type Challenge, parseChallenge } from './challenge.ts';
+export {
+  type Credential,
+  decodeDockerConfig,
+  loadDockerConfig,
+  normalizeCredentialHost,
+} from './credentials.ts';
+export { createMemoryLastKnownStore, openLastKnownStore } from './store.ts';
+export type {
+  DockerAuthEntry,
+  DockerConfig,
+  LastKnownStore,
+  LastKnownStoreOptions,
+  Resolution,
+  UpstreamClient,
+  UpstreamClientOptions,
+  UpstreamOutcome,
+  WarnLogger,
+} from './types.ts';
+export { createUpstreamClient, defaultEndpoint, endpointsFromUrls } from './upstream.ts';

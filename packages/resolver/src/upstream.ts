@@ -1,0 +1,383 @@
+import { createHash } from 'node:crypto';
+import {
+  baseMediaType,
+  isDigest,
+  isValidRepository,
+  isValidTag,
+  manifestAcceptTypes,
+  normalizeRegistry,
+} from '@ferry/oci';
+import { Agent, type Dispatcher, request } from 'undici';
+import { parseChallenge } from './challenge.ts';
+import { type Credential, decodeDockerConfig } from './credentials.ts';
+import type { UpstreamClient, UpstreamClientOptions, UpstreamOutcome } from './types.ts';
+
+const DEFAULT_TIMEOUT_MS = 1000;
+/** Distribution refuses manifests above 4 MiB; so do we when hashing a GET body. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const DEFAULT_TOKEN_LIFETIME_S = 60;
+const ACCEPT = manifestAcceptTypes.join(', ');
+const USER_AGENT = 'ferry-resolver';
+
+interface Auth {
+  header: string;
+  /** Token cache key when `header` is a cached bearer token. */
+  tokenKey?: string;
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+type TokenResult = { token: string; lifetimeMs: number } | UpstreamOutcome;
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** Only for GET 2xx. */
+  body?: Buffer;
+}
+
+function header(h: Reply['headers'], name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function basic(username: string, password: string): string {
+  return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+}
+
+/** The default base URL of a registry host. */
+export function defaultEndpoint(registry: string): string {
+  return registry === 'docker.io' ? 'https://registry-1.docker.io' : `https://${registry}`;
+}
+
+/**
+ * Builds an `endpoints` map from registry base URLs (as given to `--mirrored-registries`):
+ * `http://127.0.0.2:5000` → `{ '127.0.0.2:5000': 'http://127.0.0.2:5000' }`.
+ */
+export function endpointsFromUrls(urls: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const u of urls) {
+    const url = new URL(u);
+    out[normalizeRegistry(url.host)] = `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
+  }
+  return out;
+}
+
+function describeError(
+  err: unknown,
+  deadline: AbortSignal,
+  caller: AbortSignal | undefined,
+  timeoutMs: number,
+): string {
+  if (caller?.aborted) return 'aborted by caller';
+  if (deadline.aborted) return `timeout after ${timeoutMs} ms`;
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const code = e?.code ?? e?.cause?.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'connection refused';
+    case 'ECONNRESET':
+    case 'UND_ERR_SOCKET':
+      return 'connection reset';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'name not resolved';
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return 'connect timeout';
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return 'timeout';
+    default:
+      return `${code ? `${code}: ` : ''}${e?.cause?.message ?? e?.message ?? String(err)}`.slice(0, 200);
+  }
+}
+
+/** Waits for `p`, but rejects as soon as `signal` aborts (`p` keeps running for its other waiters). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function statusOutcome(status: number, what: string): UpstreamOutcome {
+  if (status === 401 || status === 403) return { kind: 'unauthorized', status };
+  if (status === 404) return { kind: 'not-found' };
+  if (status === 429 || status >= 500) return { kind: 'unavailable', reason: `${what} HTTP ${status}` };
+  return { kind: 'unavailable', reason: `${what} unexpected HTTP ${status}` };
+}
+
+/**
+ * Creates the upstream tag resolver. One client per process: it holds the token cache and (unless a
+ * dispatcher is given) its own connection pool.
+ */
+export function createUpstreamClient(opts: UpstreamClientOptions = {}): UpstreamClient {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const credentials = decodeDockerConfig(opts.credentials ?? {});
+  const endpoints = new Map<string, string>();
+  for (const [host, url] of Object.entries(opts.endpoints ?? {})) {
+    endpoints.set(normalizeRegistry(host), url.replace(/\/+$/, ''));
+  }
+  const ownDispatcher = opts.dispatcher === undefined;
+  const dispatcher: Dispatcher = opts.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: 16 });
+
+  /** (registry, scope) -> token. */
+  const tokens = new Map<string, CachedToken>();
+  /** In-flight token fetches, shared by concurrent resolutions. */
+  const fetching = new Map<string, Promise<TokenResult>>();
+  /** registry/repo -> scope the registry asked for last time (to pre-attach a cached token). */
+  const scopes = new Map<string, string>();
+  /** Registries that asked for Basic auth (pre-attached when we have credentials). */
+  const basicRegistries = new Set<string>();
+
+  const tokenKey = (registry: string, scope: string) => `${registry} ${scope}`;
+
+  async function send(
+    method: 'HEAD' | 'GET' | 'POST',
+    url: string,
+    headers: Record<string, string>,
+    signal: AbortSignal,
+    body?: string,
+  ): Promise<Reply> {
+    const res = await request(url, {
+      method,
+      headers: { 'user-agent': USER_AGENT, ...headers },
+      signal,
+      dispatcher,
+      ...(body === undefined ? {} : { body }),
+    });
+    if (method === 'HEAD' || res.statusCode < 200 || res.statusCode >= 300) {
+      await res.body.dump();
+      return { status: res.statusCode, headers: res.headers };
+    }
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const chunk of res.body) {
+      n += (chunk as Buffer).length;
+      if (n > MAX_MANIFEST_BYTES) {
+        res.body.destroy();
+        throw new Error(`response larger than ${MAX_MANIFEST_BYTES} bytes`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) };
+  }
+
+  function cachedAuth(registry: string, repository: string): Auth | undefined {
+    const cred = credentials.get(registry);
+    if (cred?.kind === 'registry') return { header: `Bearer ${cred.token}` };
+    const scope = scopes.get(`${registry}/${repository}`) ?? `repository:${repository}:pull`;
+    const key = tokenKey(registry, scope);
+    const t = tokens.get(key);
+    if (t && t.expiresAt > Date.now()) return { header: `Bearer ${t.token}`, tokenKey: key };
+    if (t) tokens.delete(key);
+    if (cred?.kind === 'basic' && basicRegistries.has(registry)) {
+      return { header: basic(cred.username, cred.password) };
+    }
+    return undefined;
+  }
+
+  async function fetchToken(
+    cred: Credential | undefined,
+    realm: string,
+    service: string | undefined,
+    scope: string | undefined,
+    signal: AbortSignal,
+  ): Promise<TokenResult> {
+    let url: URL;
+    try {
+      url = new URL(realm);
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error('not http(s)');
+    } catch {
+      return { kind: 'unavailable', reason: `bad token realm ${JSON.stringify(realm).slice(0, 100)}` };
+    }
+    let reply: Reply;
+    if (cred?.kind === 'identity') {
+      const form = new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: cred.refreshToken,
+        client_id: USER_AGENT,
+      });
+      if (service) form.set('service', service);
+      if (scope) form.set('scope', scope);
+      reply = await send(
+        'POST',
+        url.toString(),
+        { 'content-type': 'application/x-www-form-urlencoded' },
+        signal,
+        form.toString(),
+      );
+    } else {
+      if (service) url.searchParams.set('service', service);
+      if (scope) url.searchParams.set('scope', scope);
+      if (cred?.kind === 'basic') url.searchParams.set('account', cred.username);
+      const headers: Record<string, string> = {};
+      if (cred?.kind === 'basic') headers.authorization = basic(cred.username, cred.password);
+      reply = await send('GET', url.toString(), headers, signal);
+    }
+    if (reply.status < 200 || reply.status >= 300) return statusOutcome(reply.status, 'token endpoint');
+    let json: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      json = JSON.parse(reply.body?.toString('utf8') ?? '');
+    } catch {
+      return { kind: 'unavailable', reason: 'token endpoint answered invalid JSON' };
+    }
+    const token = typeof json.token === 'string' && json.token ? json.token : json.access_token;
+    if (typeof token !== 'string' || token === '') {
+      return { kind: 'unavailable', reason: 'token endpoint answered without a token' };
+    }
+    const expiresIn =
+      typeof json.expires_in === 'number' && json.expires_in > 0 ? json.expires_in : DEFAULT_TOKEN_LIFETIME_S;
+    return { token, lifetimeMs: expiresIn * 1000 };
+  }
+
+  /** Answers a 401 challenge: a new Authorization header, or the outcome to return. */
+  async function authorize(
+    registry: string,
+    repository: string,
+    wwwAuthenticate: string | undefined,
+    refused: Auth | undefined,
+    signal: AbortSignal,
+  ): Promise<Auth | UpstreamOutcome> {
+    const ch = parseChallenge(wwwAuthenticate);
+    const cred = credentials.get(registry);
+    if (ch?.scheme === 'basic') {
+      if (cred?.kind !== 'basic') return { kind: 'unauthorized', status: 401 };
+      basicRegistries.add(registry);
+      return { header: basic(cred.username, cred.password) };
+    }
+    if (ch?.scheme !== 'bearer' || !ch.params.realm) return { kind: 'unauthorized', status: 401 };
+    if (cred?.kind === 'registry') return { kind: 'unauthorized', status: 401 }; // the token was refused
+    const scope = ch.params.scope ?? `repository:${repository}:pull`;
+    scopes.set(`${registry}/${repository}`, scope);
+    const key = tokenKey(registry, scope);
+    // A concurrent resolution may have fetched a token since this request went out.
+    const cached = tokens.get(key);
+    if (cached && cached.expiresAt > Date.now() && `Bearer ${cached.token}` !== refused?.header) {
+      return { header: `Bearer ${cached.token}`, tokenKey: key };
+    }
+    let p = fetching.get(key);
+    if (!p) {
+      // The shared fetch has its own deadline (not one caller's signal); each caller waits with its own.
+      p = fetchToken(
+        cred,
+        ch.params.realm,
+        ch.params.service,
+        ch.params.scope,
+        AbortSignal.timeout(timeoutMs),
+      )
+        .then((r) => {
+          if ('token' in r) {
+            const margin = Math.min(10_000, r.lifetimeMs / 10);
+            tokens.set(key, { token: r.token, expiresAt: Date.now() + r.lifetimeMs - margin });
+          }
+          return r;
+        })
+        .finally(() => fetching.delete(key));
+      fetching.set(key, p);
+      p.catch(() => {}); // a rejection is seen by the waiters; never unhandled
+    }
+    const r = await abortable(p, signal);
+    if ('token' in r) return { header: `Bearer ${r.token}`, tokenKey: key };
+    return r;
+  }
+
+  /** One request with the auth dance: pre-attached auth, on 401 authorize and retry once. */
+  async function exchange(
+    method: 'HEAD' | 'GET',
+    url: string,
+    registry: string,
+    repository: string,
+    signal: AbortSignal,
+  ): Promise<Reply | UpstreamOutcome> {
+    let auth = cachedAuth(registry, repository);
+    const headers = (a: Auth | undefined): Record<string, string> =>
+      a ? { accept: ACCEPT, authorization: a.header } : { accept: ACCEPT };
+    let reply = await send(method, url, headers(auth), signal);
+    if (reply.status !== 401) return reply;
+    if (auth?.tokenKey) tokens.delete(auth.tokenKey);
+    const next = await authorize(
+      registry,
+      repository,
+      header(reply.headers, 'www-authenticate'),
+      auth,
+      signal,
+    );
+    if ('kind' in next) return next;
+    auth = next;
+    reply = await send(method, url, headers(auth), signal);
+    if ((reply.status === 401 || reply.status === 403) && auth.tokenKey) tokens.delete(auth.tokenKey);
+    return reply;
+  }
+
+  async function resolve(
+    registry: string,
+    repository: string,
+    tag: string,
+    signal: AbortSignal,
+  ): Promise<UpstreamOutcome> {
+    const base = endpoints.get(registry) ?? defaultEndpoint(registry);
+    const url = `${base}/v2/${repository}/manifests/${encodeURIComponent(tag)}`;
+    let reply = await exchange('HEAD', url, registry, repository, signal);
+    if ('kind' in reply) return reply;
+    const headDigest = header(reply.headers, 'docker-content-digest');
+    const ok = reply.status >= 200 && reply.status < 300;
+    if (reply.status === 405 || (ok && !(headDigest && isDigest(headDigest)))) {
+      reply = await exchange('GET', url, registry, repository, signal);
+      if ('kind' in reply) return reply;
+      if (reply.status < 200 || reply.status >= 300) return statusOutcome(reply.status, 'manifest');
+      const body = reply.body ?? Buffer.alloc(0);
+      const contentType = header(reply.headers, 'content-type');
+      return {
+        kind: 'resolved',
+        digest: `sha256:${createHash('sha256').update(body).digest('hex')}`,
+        size: body.length,
+        ...(contentType ? { mediaType: baseMediaType(contentType) } : {}),
+      };
+    }
+    if (!ok) return statusOutcome(reply.status, 'manifest');
+    const contentType = header(reply.headers, 'content-type');
+    const length = Number(header(reply.headers, 'content-length'));
+    return {
+      kind: 'resolved',
+      digest: headDigest as string,
+      ...(contentType ? { mediaType: baseMediaType(contentType) } : {}),
+      ...(Number.isSafeInteger(length) && length > 0 ? { size: length } : {}),
+    };
+  }
+
+  return {
+    async resolveTag(registry, repository, tag, callOpts = {}) {
+      const reg = normalizeRegistry(registry);
+      if (!isValidRepository(repository) || !isValidTag(tag)) return { kind: 'not-found' };
+      const deadline = AbortSignal.timeout(timeoutMs);
+      const signal = callOpts.signal ? AbortSignal.any([deadline, callOpts.signal]) : deadline;
+      try {
+        return await resolve(reg, repository, tag, signal);
+      } catch (err) {
+        return { kind: 'unavailable', reason: describeError(err, deadline, callOpts.signal, timeoutMs) };
+      }
+    },
+    hasCredentials(registry) {
+      return credentials.has(normalizeRegistry(registry));
+    },
+    async close() {
+      tokens.clear();
+      if (ownDispatcher) await dispatcher.close();
+    },
+  };
+}
