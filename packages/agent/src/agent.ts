@@ -12,18 +12,21 @@ import {
 } from '@ferry/containerd';
 import type { ByteRange } from '@ferry/oci';
 import { createP2PNode, type P2PNode } from '@ferry/p2p';
-import {
-  type ContentInfo,
-  type ContentSource,
-  createRefPolicy,
-  createRegistryServer,
-  type RegistryRequestEvent,
-} from '@ferry/registry';
+import { type ContentInfo, type ContentSource, createRegistryServer } from '@ferry/registry';
 import type { FastifyInstance } from 'fastify';
 import type { AgentConfig, ListenAddress } from './config.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
 import { createOpsServer } from './ops.ts';
+import {
+  createMeasurer,
+  createRequestHistory,
+  createStatusSource,
+  describePolicy,
+  localRegistryUrl,
+  registerStatusRoutes,
+} from './status/index.ts';
+import { createAgentTagPolicy } from './tag-resolution.ts';
 import { createTracker, type ImageStore, type Tracker } from './tracker.ts';
 
 /** Largest manifest or index the tracker reads from containerd. */
@@ -131,11 +134,10 @@ export async function startAgent(
     closers.push({ name: 'p2p', close: () => router.stop() });
     logger.info({ peerId: router.peerId, addresses: router.addresses }, 'router started');
 
-    const policy = createRefPolicy({
-      resolveTags: config.resolveTags,
-      registryFilters: [...config.registryFilters],
-      mirroredRegistries: [...config.mirroredRegistries],
-    });
+    // Filters, tag rules, and what mode verify needs (upstream client, last-known store).
+    const tagPolicy = await createAgentTagPolicy(config, logger.child({ component: 'tags' }));
+    closers.push({ name: 'tags', close: () => tagPolicy.close() });
+    const policy = tagPolicy.policy;
 
     const tracker = createTracker({
       store: containerdImageStore(client),
@@ -171,20 +173,20 @@ export async function startAgent(
     });
 
     const requestObserver = createRequestObserver(metrics);
-    const recent: RegistryRequestEvent[] = [];
+    const history = createRequestHistory({ limit: RECENT_REQUESTS });
     const requestLog = logger.child({ component: 'registry' });
     const registryServer: FastifyInstance = await createRegistryServer({
       source: containerdContentSource(client, tracker),
       router,
       policy,
+      tags: tagPolicy.tags,
       mirrorResolveTimeoutMs: config.mirrorResolveTimeout,
       mirrorResolveRetries: config.mirrorResolveRetries,
       logger: requestLog,
       observer: {
         onRequest(e) {
           requestObserver.onRequest(e);
-          recent.push(e);
-          if (recent.length > RECENT_REQUESTS) recent.shift();
+          history.record(e);
           const fields = {
             method: e.method,
             key: e.key,
@@ -215,15 +217,18 @@ export async function startAgent(
         if (!router.ready()) reasons.push('router has no peers');
         return { reasons };
       },
-      status: () => ({
-        peerId: router.peerId,
-        addresses: router.addresses,
-        peers: router.peers(),
-        ready: router.ready(),
-        containerd: { connected: watcher.connected(), socket: config.containerdSock },
-        tracker: tracker.snapshot(),
-        recentRequests: recent,
-      }),
+      // The status page at /, its JSON at /status, and /debug/measure.
+      extend: (app) =>
+        registerStatusRoutes(app, {
+          status: createStatusSource({
+            router,
+            tracker,
+            history,
+            policy: describePolicy(config),
+            containerd: () => ({ connected: watcher.connected(), socket: config.containerdSock }),
+          }),
+          measurer: createMeasurer({ router, history, registryUrl: localRegistryUrl(registryAddr) }),
+        }),
     });
     closers.push({ name: 'ops', close: () => ops.close() });
 

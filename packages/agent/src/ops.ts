@@ -1,6 +1,7 @@
 /**
  * The ops server (on --metrics-addr): /metrics (Prometheus), /healthz (liveness: the process answers and
- * its event loop is not stalled), /readyz (readiness from a caller-given check), /status (JSON, optional).
+ * its event loop is not stalled), /readyz (readiness from a caller-given check), /status (JSON, optional),
+ * and whatever `extend` registers (the agent adds the status page at / and /debug/measure).
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
@@ -26,6 +27,8 @@ export interface OpsServerOptions {
   status?: () => unknown | Promise<unknown>;
   /** Logger for the fastify instance (warnings and errors only; request logs are off). */
   logger?: FastifyBaseLogger;
+  /** Registers further routes before the server is ready (e.g. the status page). */
+  extend?: (app: FastifyInstance) => void | Promise<void>;
 }
 
 /** Creates the ops server (not listening: call `.listen({ host, port })`). Closing it stops its monitor. */
@@ -81,6 +84,7 @@ export async function createOpsServer(opts: OpsServerOptions): Promise<FastifyIn
     const status = opts.status;
     app.get('/status', async () => status());
   }
+  if (opts.extend) await opts.extend(app);
   await app.ready();
   return app;
 }

@@ -1,0 +1,190 @@
+/**
+ * The status routes of the ops server: `/` (the status page), `/status` (its JSON) and
+ * `/debug/measure?image=REF` (time a DHT lookup and a pull through the local mirror).
+ */
+import { randomBytes } from 'node:crypto';
+import { OciError } from '@ferry/oci';
+import type { P2PNode } from '@ferry/p2p';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Tracker } from '../tracker.ts';
+import type { StatusData, StatusPinner, StatusPolicy } from './data.ts';
+import type { RequestHistory } from './history.ts';
+import { MeasureBusyError, type MeasureResult, type Measurer } from './measure.ts';
+import { escapeHtml, PAGE_STYLE, renderStatusPage } from './render.ts';
+
+/** Options of registerStatusRoutes. */
+export interface StatusRoutesOptions {
+  /** Collects what `/status` answers and the page shows. */
+  status: () => StatusData | Promise<StatusData>;
+  /** Serves `/debug/measure`; without it the route answers 404. */
+  measurer?: Measurer;
+  /** How often the page refreshes itself. Default 3000 ms. */
+  refreshMs?: number;
+}
+
+/** Options of createStatusSource: where the agent's status comes from. */
+export interface StatusSourceOptions {
+  /** The P2P node: peer id, addresses, peers, readiness. */
+  router: Pick<P2PNode, 'peerId' | 'addresses' | 'peers' | 'ready'>;
+  tracker: Pick<Tracker, 'snapshot'>;
+  history: RequestHistory;
+  /** The tag policy in force (describePolicy(config)). */
+  policy: StatusPolicy;
+  /** containerd's connection state. */
+  containerd: () => { connected: boolean; socket: string };
+  /** The pinner's recent resolutions; absent: the pinner is not enabled. */
+  pinner?: () => StatusPinner | Promise<StatusPinner>;
+  /** Clock (tests). Default Date.now. */
+  now?: () => number;
+}
+
+/** Builds the `/status` collector of a running agent. */
+export function createStatusSource(opts: StatusSourceOptions): () => Promise<StatusData> {
+  const now = opts.now ?? Date.now;
+  return async () => {
+    let pinner: StatusPinner | undefined;
+    if (opts.pinner) {
+      // The page must render even when the pinner's store fails: show that as an empty list.
+      pinner = await Promise.resolve()
+        .then(() => opts.pinner?.())
+        .catch(() => ({ recent: [] }));
+    }
+    return {
+      generatedAt: new Date(now()).toISOString(),
+      peerId: opts.router.peerId,
+      addresses: [...opts.router.addresses],
+      ready: opts.router.ready(),
+      containerd: opts.containerd(),
+      peers: opts.router.peers(),
+      tracker: opts.tracker.snapshot(),
+      recentRequests: opts.history.recent(),
+      mirror: opts.history.summary(),
+      policy: opts.policy,
+      ...(pinner ? { pinner } : {}),
+    };
+  };
+}
+
+/** Base URL of the node's own registry from its listen address (wildcards become loopback). */
+export function localRegistryUrl(addr: { host: string; port: number }): string {
+  const host = addr.host;
+  if (host === '' || host === '0.0.0.0') return `http://127.0.0.1:${addr.port}`;
+  if (host === '::' || host === '[::]') return `http://[::1]:${addr.port}`;
+  return host.includes(':') && !host.startsWith('[')
+    ? `http://[${host}]:${addr.port}`
+    : `http://${host}:${addr.port}`;
+}
+
+function htmlHeaders(reply: FastifyReply, nonce?: string): FastifyReply {
+  const script = nonce ? `'nonce-${nonce}'` : "'none'";
+  return reply
+    .type('text/html; charset=utf-8')
+    .header(
+      'content-security-policy',
+      `default-src 'none'; script-src ${script}; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
+    )
+    .header('x-content-type-options', 'nosniff')
+    .header('cache-control', 'no-store');
+}
+
+function wantsJson(req: FastifyRequest): boolean {
+  const q = req.query as Record<string, unknown> | undefined;
+  if (q?.format === 'json') return true;
+  const accept = req.headers.accept ?? '';
+  return /application\/json/.test(accept) && !/text\/html/.test(accept);
+}
+
+const fmtMs = (ms: number) =>
+  ms < 1000 ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : `${(ms / 1000).toFixed(2)} s`;
+function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+const shortId = (id: string) => (id.length > 16 ? `${id.slice(0, 4)}…${id.slice(-8)}` : id);
+
+/** The measure page: a form, and the result or the error of a measurement. */
+export function renderMeasurePage(
+  image: string,
+  outcome: { result?: MeasureResult; error?: string },
+): string {
+  const e = escapeHtml;
+  const r = outcome.result;
+  let body = '';
+  if (outcome.error) body += `<p class="bad" id="measure-error">${e(outcome.error)}</p>`;
+  if (r) {
+    const rows = r.rows.map((row) => {
+      const lk = row.lookup;
+      const lookup = lk.found
+        ? `found <span class="peer" title="${e(lk.peer ?? '')}">${e(shortId(lk.peer ?? ''))}</span> in ${e(fmtMs(lk.ms))}`
+        : `<span class="dim">none${lk.error ? `: ${e(lk.error)}` : ''} (${e(fmtMs(lk.ms))})</span>`;
+      const p = row.pull;
+      const source = !p
+        ? `<span class="dim">skipped: ${e(row.skipped ?? '')}</span>`
+        : p.source === 'peer'
+          ? `<span class="src-peer">peer <span class="peer" title="${e(p.peer ?? '')}">${e(shortId(p.peer ?? ''))}</span></span>`
+          : p.source === 'local'
+            ? '<span class="src-local">local</span>'
+            : `<span class="src-miss">${e(p.source === 'miss' ? 'miss → upstream' : p.source)}</span>`;
+      return (
+        `<tr class="measure-row" data-key="${e(row.key)}"><td>${e(row.role)}</td><td><code title="${e(row.key)}">${e(row.key)}</code></td>` +
+        `<td>${lookup}</td><td class="source">${source}</td><td>${p ? e(p.status) : ''}</td>` +
+        `<td class="num">${p ? e(fmtBytes(p.bytes)) : ''}</td><td class="num">${p ? e(fmtMs(p.ms)) : ''}</td>` +
+        `<td>${p?.error ? `<span class="bad">${e(p.error)}</span>` : ''}</td></tr>`
+      );
+    });
+    body +=
+      `<p id="measure-summary">${e(r.rows.length)} keys in ${e(fmtMs(r.totalMs))}: ${e(fmtBytes(r.totals.bytes))} pulled, ` +
+      `${e(fmtBytes(r.totals.fromPeers))} from peers, ${e(fmtBytes(r.totals.local))} local, ${e(r.totals.misses)} misses.` +
+      `${r.stopped ? ` <span class="bad">Stopped early: ${e(r.stopped)}.</span>` : ''}</p>` +
+      '<table id="measure-table"><thead><tr><th>Role</th><th>Key</th><th>DHT lookup</th><th>Source</th><th>Status</th><th>Bytes</th><th>Pull</th><th></th></tr></thead>' +
+      `<tbody>${rows.join('')}</tbody></table>` +
+      '<p class="dim">The pull goes through this node\'s own mirror and discards the bytes; a miss is what containerd would fetch from the upstream.</p>';
+  }
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Ferry · measure ${e(image)}</title><style>${PAGE_STYLE}</style></head>
+<body><header><h1>Measure</h1><a href="/">status</a></header><main>
+<form action="/debug/measure" method="get"><label>Image <input name="image" size="70" value="${e(image)}" placeholder="registry/repository:tag" required></label> <button type="submit">Measure</button></form>
+<h2>${e(image || 'No image given')}</h2>${body}</main></body></html>`;
+}
+
+/** Registers `/`, `/status` and `/debug/measure` on a fastify instance (the ops server). */
+export async function registerStatusRoutes(app: FastifyInstance, opts: StatusRoutesOptions): Promise<void> {
+  const refreshMs = opts.refreshMs ?? 3000;
+
+  app.get('/status', async (_req, reply) =>
+    reply.header('cache-control', 'no-store').send(await opts.status()),
+  );
+
+  app.get('/', async (_req, reply) => {
+    const nonce = randomBytes(16).toString('base64');
+    const page = renderStatusPage(await opts.status(), { nonce, refreshMs });
+    return htmlHeaders(reply, nonce).send(page);
+  });
+
+  app.get('/debug/measure', async (req, reply) => {
+    const q = (req.query ?? {}) as Record<string, unknown>;
+    const image = typeof q.image === 'string' ? q.image : '';
+    const json = wantsJson(req);
+    const fail = (status: number, message: string) => {
+      if (json) return reply.code(status).send({ error: message });
+      return htmlHeaders(reply.code(status)).send(renderMeasurePage(image, { error: message }));
+    };
+    if (!opts.measurer) return fail(404, 'measuring is not enabled on this agent');
+    try {
+      const result = await opts.measurer.measure(image);
+      if (json) return reply.header('cache-control', 'no-store').send(result);
+      return htmlHeaders(reply).send(renderMeasurePage(image, { result }));
+    } catch (err) {
+      if (err instanceof MeasureBusyError) {
+        reply.header('retry-after', '5');
+        return fail(429, err.message);
+      }
+      if (err instanceof OciError) return fail(400, err.message);
+      req.log.warn({ err, image }, 'measurement failed');
+      return fail(500, `measurement failed: ${(err as Error).message}`);
+    }
+  });
+}
