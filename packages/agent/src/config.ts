@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { isTagMode, parseTagRule, TAG_MODES, type TagMode, type TagRule } from '@ferry/registry';
 import { Command, CommanderError } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -240,6 +241,71 @@ function regexItem(s: string): string {
   return s;
 }
 
+/** Tag rules: `pattern=mode` strings (comma-separated, or a YAML array), or YAML `{pattern, mode}` objects. */
+const tagRuleListSchema = z.unknown().transform((v, ctx): readonly TagRule[] => {
+  try {
+    let items: unknown[];
+    if (typeof v === 'string') items = splitList(v);
+    else if (Array.isArray(v)) items = v;
+    else
+      throw new ValueError(
+        `expected a list of pattern=mode rules (comma-separated, or a YAML array), got ${JSON.stringify(v)}`,
+      );
+    const rules = items.map((x): TagRule => {
+      if (typeof x === 'string') return Object.freeze(parseTagRule(x.trim()));
+      if (typeof x === 'object' && x !== null && !Array.isArray(x)) {
+        const { pattern, mode, ...rest } = x as Record<string, unknown>;
+        const extra = Object.keys(rest);
+        if (extra.length > 0) throw new ValueError(`unknown key ${JSON.stringify(extra[0])} in tag rule`);
+        if (typeof pattern !== 'string' || pattern === '')
+          throw new ValueError(`a tag rule needs a pattern (string), got ${JSON.stringify(x)}`);
+        const m = typeof mode === 'string' ? mode.trim().toLowerCase() : mode;
+        if (!isTagMode(m))
+          throw new ValueError(
+            `tag rule ${JSON.stringify(pattern)}: mode must be one of ${TAG_MODES.join(', ')}, got ${JSON.stringify(mode)}`,
+          );
+        regexItem(pattern);
+        return Object.freeze({ pattern, mode: m });
+      }
+      throw new ValueError(`expected a rule pattern=mode or {pattern, mode}, got ${JSON.stringify(x)}`);
+    });
+    return Object.freeze(rules);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
+
+const tagModeSchema = fromString('a tag mode', (s): TagMode => {
+  const m = s.trim().toLowerCase();
+  if (!isTagMode(m))
+    throw new ValueError(`expected one of ${TAG_MODES.join(', ')}, got ${JSON.stringify(s)}`);
+  return m;
+});
+
+/**
+ * Upstream base URLs from --mirrored-registries: `http://10.0.0.9:5000` → `{ '10.0.0.9:5000':
+ * 'http://10.0.0.9:5000' }`. Bare hosts mean https (the upstream client's default) and docker.io goes to
+ * registry-1.docker.io, so only explicit http:// URLs (and https:// other than docker.io) are listed.
+ */
+export function upstreamEndpointsOf(registries: unknown): Readonly<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const items =
+    typeof registries === 'string' ? splitList(registries) : Array.isArray(registries) ? registries : [];
+  for (const item of items) {
+    if (typeof item !== 'string' || isWildcardRegistry(item)) continue;
+    try {
+      const u = parseRegistryUrl(item, 'mirrored registry');
+      const host = registryItem(item);
+      if (host === 'docker.io') continue;
+      out[host] = u.origin;
+    } catch {
+      // validated elsewhere
+    }
+  }
+  return Object.freeze(out);
+}
+
 function peerItem(s: string): string {
   if (s.startsWith('/')) {
     if (!/^(\/[^/\s]+\/[^/\s]+)+$/.test(s)) throw new ValueError(`invalid multiaddr ${JSON.stringify(s)}`);
@@ -263,7 +329,8 @@ export type OptionType =
   | 'path'
   | 'host'
   | 'list'
-  | 'log-level';
+  | 'log-level'
+  | 'tag-mode';
 
 interface Spec<S extends z.ZodType> {
   type: OptionType;
@@ -336,7 +403,7 @@ const specs = {
     schema: optionalPathSchema,
     default: undefined,
     description:
-      'Directory for persistent state (the peer identity key). Default: none, the peer id changes on restart.',
+      'Directory for persistent state: the peer identity key and the last-known tag database (`<dataDir>/tags`). Default: none, the peer id changes and last-known digests are lost on restart.',
   }),
   bootstrapPeers: spec({
     type: 'list',
@@ -372,7 +439,36 @@ const specs = {
     type: 'bool',
     schema: boolSchema,
     default: true,
-    description: 'Answer tag requests (tag -> digest) from peers; when false only digests are mirrored.',
+    description:
+      'Answer tag requests (tag -> digest) at all; false (Spegel meaning): every tag is in mode upstream, only digests are mirrored.',
+  }),
+  tagPolicy: spec({
+    type: 'list',
+    schema: tagRuleListSchema,
+    default: [],
+    description:
+      'Ordered tag rules `pattern=mode`, first match wins; the pattern is a regex over `<registry>/<repo>:<tag>`, the mode cluster, upstream or verify (e.g. `:latest$=upstream`). YAML also takes `{pattern, mode}`.',
+  }),
+  defaultTagMode: spec({
+    type: 'tag-mode',
+    schema: tagModeSchema,
+    default: 'verify',
+    description:
+      'Mode of tags no rule matches: verify (ask the upstream, serve its digest from the cluster; last-known digest in an outage), cluster or upstream.',
+  }),
+  upstreamTimeout: spec({
+    type: 'duration',
+    schema: durationSchema,
+    default: '1s',
+    description:
+      'Deadline for the upstream registry to name a tag digest in mode verify; past it the cluster answers with the last-known digest.',
+  }),
+  upstreamCredentials: spec({
+    type: 'path',
+    schema: optionalPathSchema,
+    default: undefined,
+    description:
+      'Docker config.json (or the .dockerconfigjson of a Secret) with upstream credentials for verify. Without an entry for a registry, its 401/403 tags are deferred to containerd.',
   }),
   mirrorResolveTimeout: spec({
     type: 'duration',
@@ -460,6 +556,8 @@ export const agentOptions: readonly AgentOptionDefinition[] = Object.freeze(
 export type AgentConfig = {
   readonly [K in AgentOptionName]: z.output<(typeof specs)[K]['schema']>;
 } & {
+  /** Derived from mirroredRegistries: registry host -> base URL for the upstream client (see upstreamEndpointsOf). */
+  readonly upstreamEndpoints: Readonly<Record<string, string>>;
   /** Where each value came from. */
   readonly sources: Readonly<Record<AgentOptionName, ConfigSource>>;
 };
@@ -629,6 +727,7 @@ export function resolveAgentConfig(
           fail(o, source, `${issue.message} (${describeSource(source, configPath as string | undefined)})`);
         }
       } else if (!chosen) {
+        if (o.name === 'mirroredRegistries') values.upstreamEndpoints = upstreamEndpointsOf(value);
         values[o.name] = r.data;
         sources[o.name] = source;
         chosen = true;
@@ -659,6 +758,7 @@ export function resolveAgentConfig(
   }
 
   if (issues.length > 0) throw new ConfigError(issues, lines);
+  values.upstreamEndpoints ??= Object.freeze({});
   values.sources = Object.freeze(sources);
   return Object.freeze(values) as AgentConfig;
 }

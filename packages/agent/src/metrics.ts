@@ -48,6 +48,12 @@ export interface FerryMetrics {
   readonly containerdResyncs: Counter<'reason'>;
   /** ferry_containerd_reconnects_total: event stream reconnects. */
   readonly containerdReconnects: Counter<string>;
+  /** ferry_tag_resolutions_total{mode,outcome}: tag requests of the local containerd by tag mode and outcome. */
+  readonly tagResolutions: Counter<'mode' | 'outcome'>;
+  /** ferry_upstream_request_duration_seconds{result}: the upstream naming a tag's digest (mode verify). */
+  readonly upstreamDuration: Histogram<'result'>;
+  /** ferry_last_known_age_seconds: age of last-known digests served while the upstream was unavailable. */
+  readonly lastKnownAge: Histogram<string>;
 }
 
 /** Options of createMetrics. */
@@ -134,6 +140,25 @@ export function createMetrics(opts: MetricsOptions = {}): FerryMetrics {
       help: 'Reconnects of the containerd event stream.',
       registers,
     }),
+    tagResolutions: new Counter({
+      name: 'ferry_tag_resolutions_total',
+      help: 'Tag requests of the local containerd by mode (cluster, upstream, verify) and outcome (upstream, last-known, cluster, deferred, miss).',
+      labelNames: ['mode', 'outcome'],
+      registers,
+    }),
+    upstreamDuration: new Histogram({
+      name: 'ferry_upstream_request_duration_seconds',
+      help: 'Time for the upstream registry to name a tag digest (mode verify), by result (resolved, unavailable, unauthorized, not-found).',
+      labelNames: ['result'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    lastKnownAge: new Histogram({
+      name: 'ferry_last_known_age_seconds',
+      help: 'Age of the last-known digests served while the upstream was unavailable (when their resolution time is known).',
+      buckets: [60, 600, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 365 * 86_400],
+      registers,
+    }),
   };
   // Label values with zero counts, so dashboards see the series before the first request.
   for (const kind of ['digest', 'tag']) m.advertisedKeys.set({ kind }, 0);
@@ -147,6 +172,9 @@ export interface RequestObserver {
 }
 
 const OUTCOMES = new Set<RequestOutcome>(['local', 'peer', 'miss', 'filtered', 'invalid']);
+const TAG_MODES = new Set<string>(['cluster', 'upstream', 'verify']);
+const TAG_OUTCOMES = new Set<string>(['upstream', 'last-known', 'cluster', 'deferred', 'miss']);
+const UPSTREAM_RESULTS = new Set<string>(['resolved', 'unavailable', 'unauthorized', 'not-found']);
 
 /**
  * Creates the observer that maps registry events to metrics. The `registry` label is bounded
@@ -181,6 +209,18 @@ export function createRequestObserver(metrics: FerryMetrics, opts: MetricsOption
         return;
       }
       metrics.mirrorRequests.inc({ registry: registryLabel(e), kind, outcome });
+      if (e.tag !== undefined) {
+        const mode = TAG_MODES.has(e.tag.mode) ? e.tag.mode : 'other';
+        const tagOutcome = TAG_OUTCOMES.has(e.tag.outcome) ? e.tag.outcome : 'other';
+        metrics.tagResolutions.inc({ mode, outcome: tagOutcome });
+        if (e.tag.upstreamMs !== undefined)
+          metrics.upstreamDuration.observe(
+            { result: UPSTREAM_RESULTS.has(e.tag.upstream ?? '') ? (e.tag.upstream as string) : 'other' },
+            Math.max(0, e.tag.upstreamMs) / 1000,
+          );
+        if (e.tag.lastKnownAgeMs !== undefined)
+          metrics.lastKnownAge.observe(Math.max(0, e.tag.lastKnownAgeMs) / 1000);
+      }
       if (e.resolveMs !== undefined) metrics.resolveDuration.observe(Math.max(0, e.resolveMs) / 1000);
       const attempts = e.attempts ?? 0;
       if (attempts > 0) metrics.peerFetchAttempts.inc(attempts);

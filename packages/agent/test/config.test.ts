@@ -225,7 +225,7 @@ describe('loadAgentConfig', () => {
 
   it('has one table row per config field, with derived flag/env/YAML names', () => {
     const c = loadAgentConfig([], {}, noFile);
-    const fields = Object.keys(c).filter((k) => k !== 'sources');
+    const fields = Object.keys(c).filter((k) => k !== 'sources' && k !== 'upstreamEndpoints');
     assert.deepEqual(
       agentOptions.map((o) => o.name),
       fields,
@@ -267,4 +267,95 @@ describe('loadAgentConfig', () => {
       'README option table is out of date',
     );
   }
+});
+
+describe('tag policy options', () => {
+  it('defaults: verify, no rules, 1s upstream timeout, no credentials, no endpoints', () => {
+    const c = loadAgentConfig([], {}, noFile);
+    assert.equal(c.defaultTagMode, 'verify');
+    assert.deepEqual(c.tagPolicy, []);
+    assert.equal(c.upstreamTimeout, 1000);
+    assert.equal(c.upstreamCredentials, undefined);
+    assert.deepEqual(c.upstreamEndpoints, {});
+  });
+
+  it('takes rules as pattern=mode from flags and env, and as strings or {pattern, mode} in YAML', () => {
+    const flags = loadAgentConfig(
+      [
+        '--tag-policy',
+        ':latest$=upstream',
+        '--tag-policy',
+        '^ghcr\\.io/=cluster',
+        '--default-tag-mode',
+        'Cluster',
+      ],
+      {},
+      noFile,
+    );
+    assert.deepEqual(flags.tagPolicy, [
+      { pattern: ':latest$', mode: 'upstream' },
+      { pattern: '^ghcr\\.io/', mode: 'cluster' },
+    ]);
+    assert.equal(flags.defaultTagMode, 'cluster');
+    const env = loadAgentConfig([], { FERRY_TAG_POLICY: ':latest$=upstream,:dev-=cluster' }, noFile);
+    assert.deepEqual(
+      env.tagPolicy.map((r) => r.mode),
+      ['upstream', 'cluster'],
+    );
+    const yaml = loadAgentConfig(
+      ['--config', 'f.yaml'],
+      {},
+      {
+        readFile: () =>
+          'tagPolicy:\n  - {pattern: ":latest$", mode: upstream}\n  - "^x/a{1,2}:v=verify"\ndefaultTagMode: upstream\nupstreamTimeout: 250ms\nupstreamCredentials: /etc/ferry/config.json\n',
+      },
+    );
+    assert.deepEqual(yaml.tagPolicy, [
+      { pattern: ':latest$', mode: 'upstream' },
+      { pattern: '^x/a{1,2}:v', mode: 'verify' },
+    ]);
+    assert.equal(yaml.defaultTagMode, 'upstream');
+    assert.equal(yaml.upstreamTimeout, 250);
+    assert.equal(yaml.upstreamCredentials, '/etc/ferry/config.json');
+  });
+
+  it('names bad rules and modes', () => {
+    let e = configError(() => loadAgentConfig(['--tag-policy', ':latest$=sometimes'], {}, noFile));
+    assert.match(
+      e.message,
+      /tagPolicy \(--tag-policy \/ FERRY_TAG_POLICY\): .*mode must be one of cluster, upstream, verify/,
+    );
+    e = configError(() => loadAgentConfig(['--tag-policy', '(x=cluster'], {}, noFile));
+    assert.match(e.message, /invalid tagPolicy pattern "\(x"/);
+    e = configError(() => loadAgentConfig([], { FERRY_DEFAULT_TAG_MODE: 'fresh' }, noFile));
+    assert.match(
+      e.message,
+      /defaultTagMode .*expected one of cluster, upstream, verify, got "fresh" \(from env\)/,
+    );
+    e = configError(() =>
+      loadAgentConfig(
+        ['--config', 'c.yaml'],
+        {},
+        { readFile: () => 'tagPolicy:\n  - {pattern: x, mod: cluster}\n' },
+      ),
+    );
+    assert.match(e.message, /unknown key "mod" in tag rule/);
+  });
+
+  it('derives upstream endpoints from --mirrored-registries URLs', () => {
+    const c = loadAgentConfig(
+      ['--mirrored-registries', 'http://127.0.0.2:5000,https://docker.io,ghcr.io,https://quay.io'],
+      {},
+      noFile,
+    );
+    assert.deepEqual(c.upstreamEndpoints, {
+      '127.0.0.2:5000': 'http://127.0.0.2:5000',
+      'ghcr.io': 'https://ghcr.io',
+      'quay.io': 'https://quay.io',
+    });
+    assert.deepEqual(
+      loadAgentConfig(['--mirrored-registries', '_default'], {}, noFile).upstreamEndpoints,
+      {},
+    );
+  });
 });
