@@ -101,6 +101,39 @@ describe('metrics', () => {
     assert.ok((await value(m, 'ferry_mirror_last_success_timestamp_seconds')) > 0);
   });
 
+  it('counts tag resolutions by mode and outcome, upstream latency and last-known age', async () => {
+    const m = createMetrics({ defaultMetrics: false });
+    const o = createRequestObserver(m);
+    const tagReq = { ...base, kind: 'manifests' as const, key: 'docker.io/library/nginx:1' };
+    o.onRequest({
+      ...tagReq,
+      tag: { mode: 'verify', outcome: 'upstream', upstream: 'resolved', upstreamMs: 20 },
+    });
+    o.onRequest({
+      ...tagReq,
+      tag: {
+        mode: 'verify',
+        outcome: 'last-known',
+        upstream: 'unavailable',
+        upstreamMs: 1000,
+        lastKnownAgeMs: 90_000,
+      },
+    });
+    o.onRequest({ ...tagReq, outcome: 'filtered', tag: { mode: 'upstream', outcome: 'deferred' } });
+    o.onRequest({ ...tagReq, outcome: 'local', tag: { mode: 'cluster', outcome: 'cluster' } });
+    // Peers' requests are not the node's resolutions.
+    o.onRequest({ ...tagReq, mirrored: true, tag: { mode: 'verify', outcome: 'upstream' } });
+    assert.equal(await value(m, 'ferry_tag_resolutions_total', { mode: 'verify', outcome: 'upstream' }), 1);
+    assert.equal(await value(m, 'ferry_tag_resolutions_total', { mode: 'verify', outcome: 'last-known' }), 1);
+    assert.equal(await value(m, 'ferry_tag_resolutions_total', { mode: 'upstream', outcome: 'deferred' }), 1);
+    assert.equal(await value(m, 'ferry_tag_resolutions_total', { mode: 'cluster', outcome: 'cluster' }), 1);
+    const text = await m.registry.metrics();
+    assert.match(text, /ferry_upstream_request_duration_seconds_count\{result="resolved"\} 1/);
+    assert.match(text, /ferry_upstream_request_duration_seconds_count\{result="unavailable"\} 1/);
+    assert.match(text, /ferry_last_known_age_seconds_sum 90\b/);
+    assert.match(text, /ferry_last_known_age_seconds_count 1\b/);
+  });
+
   it('bounds the registry label (client input)', async () => {
     const m = createMetrics({ defaultMetrics: false });
     const o = createRequestObserver(m, { maxRegistries: 2 });

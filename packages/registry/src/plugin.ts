@@ -537,6 +537,9 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     // 2. policy
     if (policy !== undefined && !policy.allows(d.registry, d.repository, d.tag)) {
       ev.outcome = 'filtered';
+      // A refused tag (filter, or the policy's own mode upstream) is deferred to the upstream.
+      if (d.tag !== undefined && opts.tags !== undefined && !ev.mirrored)
+        ev.tag = { mode: opts.tags.modeFor(d.registry, d.repository, d.tag), outcome: 'deferred' };
       return sendError(reply, ctx, 404, unknown, `${ev.key} is not mirrored by policy`);
     }
 

@@ -352,3 +352,22 @@ describe('tag modes in the registry', () => {
     assert.equal(ev.list[0]?.tag, undefined);
   });
 });
+
+describe('tag modes with a RefPolicy', () => {
+  it('a tag the policy refuses is counted as deferred, with the mode the rules give', async (t) => {
+    const policy = createRefPolicy({ tagPolicy: [parseTagRule(':latest$=upstream')] });
+    const ev = events();
+    const app = await createRegistryServer({
+      source: createMemoryContentSource(),
+      router: createMemoryRouter(),
+      policy,
+      observer: ev.observer,
+      tags: { modeFor: policy.modeFor },
+    });
+    t.after(() => app.close());
+    const res = await app.inject({ url: '/v2/library/app/manifests/latest?ns=docker.io' });
+    assert.equal(res.statusCode, 404);
+    assert.equal(ev.list[0]?.outcome, 'filtered');
+    assert.deepEqual(ev.list[0]?.tag, { mode: 'upstream', outcome: 'deferred' });
+  });
+});
