@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine (root, with only Node and npm):
-#   1. Debian packages the rig needs: containerd, docker-registry (and runc, openssl).
+#   1. Debian packages the rig needs: containerd, docker-registry (and runc, openssl), and chromium for
+#      the status page's browser test.
 #   2. Node 24 and pnpm, pinned in tools/package-lock.json, installed with the system npm into tools/.
 #   3. The workspace's dependencies, from pnpm-lock.yaml (frozen).
 # Each step is skipped when already done.
@@ -9,7 +10,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 need_pkgs=()
-for bin_pkg in containerd:containerd docker-registry:docker-registry runc:runc openssl:openssl; do
+# chromium: the status page's browser test (headless, driven by playwright-core).
+for bin_pkg in containerd:containerd docker-registry:docker-registry runc:runc openssl:openssl chromium:chromium; do
   bin="${bin_pkg%%:*}"; pkg="${bin_pkg##*:}"
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/bin/$bin" ] && [ ! -x "/usr/sbin/$bin" ]; then need_pkgs+=("$pkg"); fi
 done

@@ -3,7 +3,8 @@
  * Starts a real upstream registry, three real containerd daemons and three Ferry agents; pulls an image
  * on node 1 from the upstream; stops the upstream; pulls the image on nodes 2 and 3 through their agents;
  * prints where the bytes came from and how long each pull took. Everything is stopped at the end.
- * Options: `--keep` waits for Enter before tearing down (to look at the status pages).
+ * It opens with each node's status page address. Options: `--keep` waits for Enter before tearing down
+ * (to look at the status pages).
  */
 import { createInterface } from 'node:readline/promises';
 import { buildImage, type Cluster, type ClusterNode, pushImage, startCluster } from './rig/index.ts';
@@ -41,10 +42,11 @@ async function main(): Promise<void> {
   try {
     console.log('Ferry demo: starting an upstream registry, 3 containerd daemons and 3 agents on loopback…');
     cluster = await startCluster({ nodes: 3 });
-    console.log(`\n  upstream registry   ${cluster.upstream.url}`);
+    console.log('\nOpen a status page to watch the P2P pull happen (it refreshes itself):');
     for (const n of cluster.nodes) {
-      console.log(`  ${n.name}  status ${n.agent!.opsUrl}/status   metrics ${n.agent!.opsUrl}/metrics`);
+      console.log(`  ${n.name}  status page ${n.agent!.opsUrl}/   metrics ${n.agent!.opsUrl}/metrics`);
     }
+    console.log(`  upstream registry   ${cluster.upstream.url}`);
 
     const image = await buildImage({ layers: [24 * MiB, 8 * MiB, 2 * MiB, 256 * 1024] });
     const size = image.layers.reduce((s, l) => s + l.size, 0);

@@ -68,7 +68,8 @@ function sample(overrides: Partial<StatusData> = {}): StatusData {
       resolveTags: true,
       registryFilters: [':latest$'],
       mirroredRegistries: [],
-      tagPolicy: { mode: 'verify', rules: [{ match: EVIL }] },
+      tagPolicy: [{ pattern: EVIL, mode: 'upstream' }],
+      defaultTagMode: 'verify',
     } as never),
     ...overrides,
   };
@@ -99,6 +100,15 @@ describe('request history', () => {
     assert.equal(s.lastSuccess?.peer, PEER_A);
     assert.equal(s.lastSuccess?.at, new Date(2000).toISOString());
     assert.equal(createRequestHistory().summary().hitRatio, null);
+
+    // A listener that claims a request for a measurement keeps it out of the counts.
+    const m = createRequestHistory();
+    m.subscribe((r) => {
+      r.by = 'measure';
+    });
+    m.record(event({ outcome: 'peer', peer: PEER_A }));
+    assert.equal(m.summary().hitRatio, null);
+    assert.equal(m.recent()[0]?.by, 'measure');
   });
 });
 
@@ -108,14 +118,15 @@ describe('describePolicy', () => {
       resolveTags: false,
       registryFilters: ['x'],
       mirroredRegistries: ['https://ghcr.io'],
-      tagPolicyRules: [{ match: 'a', mode: 'pin' }],
+      tagPolicy: [{ pattern: 'a', mode: 'upstream' }],
+      defaultTagMode: 'verify',
       logLevel: 'info',
     } as never);
     assert.deepEqual(p, {
       resolveTags: false,
       registryFilters: ['x'],
       mirroredRegistries: ['https://ghcr.io'],
-      rules: { tagPolicyRules: [{ match: 'a', mode: 'pin' }] },
+      rules: { tagPolicy: [{ pattern: 'a', mode: 'upstream' }], defaultTagMode: 'verify' },
     });
   });
 });
@@ -131,7 +142,8 @@ describe('status page rendering', () => {
     assert.match(html, /Hit ratio<\/div><div class="value">50%/);
     assert.match(html, /5 s ago/);
     assert.match(html, /<code>:latest\$<\/code>/);
-    assert.match(html, /tagPolicy/);
+    assert.match(html, /tagPolicy<\/dt><dd><code>&lt;img[^<]*<\/code> → upstream/);
+    assert.match(html, /defaultTagMode<\/dt><dd>verify/);
     assert.match(html, /pinner not enabled/);
     assert.match(html, /href="\/debug\/measure\?image=docker.io%2Flibrary%2Fapp%3A%3Cimg/);
   });
@@ -333,6 +345,8 @@ describe('measurer', () => {
     assert.equal(res.rows[3]?.lookup.peer, PEER_A);
     assert.equal(res.rows[2]?.lookup.found, false);
     assert.equal(res.totals.local, res.totals.bytes);
+    assert.ok(r.history.recent().every((req) => req.by === 'measure'));
+    assert.equal(r.history.summary().counts.local, 0);
     assert.equal(m.busy(), false);
   });
 

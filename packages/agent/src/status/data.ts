@@ -10,7 +10,7 @@ export interface StatusPolicy {
   registryFilters: string[];
   /** Registries mirrored; empty: all. */
   mirroredRegistries: string[];
-  /** Further tag-policy settings of the configuration (e.g. tag policy modes and rules), by config key. */
+  /** Further tag-policy settings of the configuration (e.g. `tagPolicy` rules, `defaultTagMode`), by config key. */
   rules?: Record<string, unknown>;
 }
 
@@ -58,7 +58,7 @@ const POLICY_KEYS = new Set(['resolveTags', 'registryFilters', 'mirroredRegistri
 
 /**
  * The tag policy of an agent configuration: the three core settings, plus every other key whose name
- * starts with `tag` (tag policy modes and rules, where the configuration has them).
+ * mentions tags (`tagPolicy` rules, `defaultTagMode`, where the configuration has them).
  */
 export function describePolicy(config: {
   resolveTags: boolean;
@@ -72,7 +72,7 @@ export function describePolicy(config: {
   };
   const rules: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(config)) {
-    if (!POLICY_KEYS.has(key) && /^tag/i.test(key) && value !== undefined) rules[key] = value;
+    if (!POLICY_KEYS.has(key) && /tag/i.test(key) && value !== undefined) rules[key] = value;
   }
   if (Object.keys(rules).length > 0) policy.rules = rules;
   return policy;

@@ -9,6 +9,8 @@ import type { RegistryRequestEvent, RequestOutcome } from '@ferry/registry';
 export interface StatusRequest extends RegistryRequestEvent {
   /** When the response ended (ISO 8601). */
   at: string;
+  /** Who asked, when it was not the local containerd or a peer: 'measure' (the /debug/measure action). */
+  by?: 'measure';
 }
 
 /** Outcome counts of the local containerd's requests (peers' requests are counted under `served`). */
@@ -16,7 +18,7 @@ export type OutcomeCounts = Record<RequestOutcome, number>;
 
 /** What the mirror did since the agent started. */
 export interface MirrorSummary {
-  /** Requests of the local containerd by outcome. */
+  /** Requests of the local containerd by outcome (a measurement's own requests are left out). */
   counts: OutcomeCounts;
   /** (local + peer) / (local + peer + miss) over the local containerd's requests; null before any. */
   hitRatio: number | null;
@@ -44,7 +46,7 @@ export interface RequestHistory {
   recent(): StatusRequest[];
   /** Counts, hit ratio and the last success since start. */
   summary(): MirrorSummary;
-  /** Calls `listener` for every later event; returns the unsubscribe function. */
+  /** Calls `listener` for every later event (it may set `by` on it); returns the unsubscribe function. */
   subscribe(listener: (request: StatusRequest) => void): () => void;
 }
 
@@ -64,30 +66,31 @@ export function createRequestHistory(opts: RequestHistoryOptions = {}): RequestH
       const request: StatusRequest = { ...event, at: new Date(now()).toISOString() };
       recent.push(request);
       if (recent.length > limit) recent.shift();
-      if (event.mirrored) {
-        served.requests += 1;
-        served.bytes += event.bytes;
-      } else {
-        counts[event.outcome] += 1;
-        if (event.outcome === 'peer') {
-          bytesFromPeers += event.bytes;
-          if (!event.aborted) {
-            lastSuccess = {
-              at: request.at,
-              bytes: event.bytes,
-              durationMs: event.durationMs,
-              ...(event.key === undefined ? {} : { key: event.key }),
-              ...(event.peer === undefined ? {} : { peer: event.peer }),
-            };
-          }
-        }
-      }
+      // Listeners first: a measurement claims its own requests, which stay out of the counts.
       for (const listener of listeners) {
         try {
           listener(request);
         } catch {
           // A listener's failure is its own; the registry's observer must not throw.
         }
+      }
+      if (request.by === 'measure') return;
+      if (event.mirrored) {
+        served.requests += 1;
+        served.bytes += event.bytes;
+        return;
+      }
+      counts[event.outcome] += 1;
+      if (event.outcome !== 'peer') return;
+      bytesFromPeers += event.bytes;
+      if (!event.aborted) {
+        lastSuccess = {
+          at: request.at,
+          bytes: event.bytes,
+          durationMs: event.durationMs,
+          ...(event.key === undefined ? {} : { key: event.key }),
+          ...(event.peer === undefined ? {} : { peer: event.peer }),
+        };
       }
     },
     recent: () => recent.map((r) => ({ ...r })),

@@ -170,6 +170,7 @@ export function createMeasurer(opts: MeasurerOptions): Measurer {
       if (seen || r.mirrored || r.method !== 'GET' || r.key !== key) return;
       if (Date.parse(r.at) < startedAt - 1000) return;
       seen = r;
+      r.by = 'measure';
       onSeen?.();
     });
     const ac = new AbortController();

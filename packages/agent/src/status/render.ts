@@ -150,7 +150,7 @@ export function renderStatusBody(s: StatusData, nowMs: number): string {
         .reverse()
         .map(
           (r) =>
-            `<tr class="outcome-${esc(r.outcome)}"><td>${time(r.at)}</td><td>${r.mirrored ? 'a peer' : 'containerd'}</td>` +
+            `<tr class="outcome-${esc(r.outcome)}"><td>${time(r.at)}</td><td>${r.by === 'measure' ? '/debug/measure' : r.mirrored ? 'a peer' : 'containerd'}</td>` +
             `<td>${esc(r.method)} ${esc(r.kind ?? '?')} <span class="image">${esc(r.registry ? `${r.registry}/` : '')}${esc(r.repository ?? '')}</span></td>` +
             `<td>${key(r.key)}</td><td class="source">${sourceOf(r)}</td><td>${esc(r.status)}</td>` +
             `<td class="num">${esc(fmtBytes(r.bytes))}</td><td class="num">${esc(fmtMs(r.durationMs))}</td></tr>`,
@@ -172,7 +172,24 @@ export function renderStatusBody(s: StatusData, nowMs: number): string {
       `<dt>Mirrored registries</dt><dd>${list(p.mirroredRegistries, 'all')}</dd>` +
       (p.rules
         ? Object.entries(p.rules)
-            .map(([k, v]) => `<dt>${esc(k)}</dt><dd><pre>${esc(JSON.stringify(v, null, 2))}</pre></dd>`)
+            .map(([k, v]) => {
+              let shown: string;
+              if (Array.isArray(v) && v.length === 0) shown = '<span class="dim">none</span>';
+              else if (
+                Array.isArray(v) &&
+                v.every((r) => typeof r === 'object' && r !== null && 'pattern' in r && 'mode' in r)
+              )
+                shown = v
+                  .map(
+                    (r: { pattern: unknown; mode: unknown }) =>
+                      `<code>${esc(r.pattern)}</code> → ${esc(r.mode)}`,
+                  )
+                  .join('<br>');
+              else if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')
+                shown = esc(v);
+              else shown = `<pre>${esc(JSON.stringify(v, null, 2))}</pre>`;
+              return `<dt>${esc(k)}</dt><dd>${shown}</dd>`;
+            })
             .join('')
         : '') +
       '</dl>',
@@ -265,7 +282,7 @@ async function refresh() {
 setInterval(refresh, ${Math.max(500, Math.round(opts.refreshMs))});
 `;
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <title>Ferry · ${escapeHtml(data.peerId.slice(-8))}</title><style>${PAGE_STYLE}</style></head>
 <body><header><h1>Ferry node</h1><span class="dim">peer <code>${escapeHtml(data.peerId)}</code></span>
 <span id="refreshed" class="dim">refreshes every ${escapeHtml(Math.round(opts.refreshMs / 1000))} s</span>

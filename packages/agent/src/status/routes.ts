@@ -143,7 +143,7 @@ export function renderMeasurePage(
       '<p class="dim">The pull goes through this node\'s own mirror and discards the bytes; a miss is what containerd would fetch from the upstream.</p>';
   }
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <title>Ferry · measure ${e(image)}</title><style>${PAGE_STYLE}</style></head>
 <body><header><h1>Measure</h1><a href="/">status</a></header><main>
 <form action="/debug/measure" method="get"><label>Image <input name="image" size="70" value="${e(image)}" placeholder="registry/repository:tag" required></label> <button type="submit">Measure</button></form>
