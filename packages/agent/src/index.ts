@@ -23,6 +23,7 @@ export {
   renderOptionsMarkdown,
   resolveAgentConfig,
   splitList,
+  upstreamEndpointsOf,
 } from './config.ts';
 export {
   BACKUP_DIR,
@@ -51,6 +52,7 @@ export {
 } from './metrics.ts';
 export { createOpsServer, type OpsServerOptions, type Readiness } from './ops.ts';
 export { isWildcardRegistry, parseRegistryUrl, type RegistryUrl, RegistryUrlError } from './registry-url.ts';
+export { type AgentTagPolicy, createAgentTagPolicy, type TagPolicyConfig } from './tag-resolution.ts';
 export {
   type Advertiser,
   type ContentRecord,
