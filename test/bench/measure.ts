@@ -1,0 +1,143 @@
+/**
+ * Measurement helpers for the benchmark: HTTP requests that count the body without keeping it, file reads
+ * from the page cache, percentiles, and the agent's resident memory from /proc.
+ */
+import { execFile } from 'node:child_process';
+import { createReadStream, readdirSync, readFileSync } from 'node:fs';
+import { Agent, type IncomingHttpHeaders, request } from 'node:http';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+
+/** One HTTP exchange: status, body bytes counted (not kept), time to the response head and to the end. */
+export interface Exchange {
+  status: number;
+  headers: IncomingHttpHeaders;
+  bytes: number;
+  /** ms from sending the request to the parsed response head (time to first byte). */
+  ttfbMs: number;
+  /** ms from sending the request to the end of the body. */
+  totalMs: number;
+}
+
+export interface ExchangeOptions {
+  /** A keep-alive agent (one per target keeps the connection warm across sequential requests). */
+  agent: Agent;
+  method?: 'GET' | 'HEAD';
+  headers?: Record<string, string>;
+  /** Abort the exchange after this many ms (default 120000). */
+  timeoutMs?: number;
+}
+
+/** A keep-alive agent with at most `sockets` connections. */
+export function keepAlive(sockets = 1): Agent {
+  return new Agent({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets });
+}
+
+/** Sends one request and reads the body to its end, counting the bytes and discarding them. */
+export function exchange(url: string, opts: ExchangeOptions): Promise<Exchange> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const req = request(
+      url,
+      { method: opts.method ?? 'GET', agent: opts.agent, headers: opts.headers ?? {} },
+      (res) => {
+        const ttfbMs = performance.now() - t0;
+        let bytes = 0;
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+        });
+        res.once('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            bytes,
+            ttfbMs,
+            totalMs: performance.now() - t0,
+          }),
+        );
+        res.once('error', reject);
+      },
+    );
+    req.setTimeout(opts.timeoutMs ?? 120_000, () => req.destroy(new Error(`${url}: no answer in time`)));
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+/** Reads a file to its end with fs.createReadStream (default 64 KiB chunks), counting the bytes; ms taken. */
+export async function readFileTimed(path: string): Promise<{ bytes: number; ms: number }> {
+  const t0 = performance.now();
+  let bytes = 0;
+  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) bytes += chunk.length;
+  return { bytes, ms: performance.now() - t0 };
+}
+
+/** MB/s (10^6 bytes per second). */
+export const mbps = (bytes: number, ms: number): number => bytes / 1e3 / ms;
+
+/** Median (the mean of the two middle values for an even count). */
+export function median(xs: number[]): number {
+  if (xs.length === 0) throw new Error('median of an empty sample');
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Nearest-rank percentile (p in 0..100) of a non-empty sample. */
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) throw new Error('percentile of an empty sample');
+  const sorted = [...xs].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[rank - 1]!;
+}
+
+/** Runs `fn` over `items` with at most `n` in flight; results in input order. */
+export async function pool<T, R>(
+  items: T[],
+  n: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+/**
+ * The pid of the `ferry agent` whose registry listens on `host:port`, found by its command line in /proc
+ * (the rig starts it with `--registry-addr=<host>:<port>`).
+ */
+export function agentPid(host: string, port: number): number {
+  const flag = `--registry-addr=${host}:${port}`;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (argv.includes('agent') && argv.includes(flag)) return Number(entry);
+  }
+  throw new Error(`no ferry agent process with ${flag}`);
+}
+
+/** VmRSS of a process in bytes. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+/** Flushes dirty pages (so one timed pull does not pay for the previous one's writeback). */
+export async function syncDisks(): Promise<void> {
+  await execFileP('sync');
+}
