@@ -13,4 +13,4 @@ echo "== tests"
 # Unit tests and end-to-end scenarios in one run; each file runs in its own process. The rig gives each
 # file its own loopback block, so files never collide.
 exec node --test --test-concurrency="${FERRY_TEST_CONCURRENCY:-2}" --test-timeout=600000 \
-  'packages/*/test/**/*.test.ts' 'test/rig/**/*.test.ts' 'test/e2e/**/*.test.ts'
+  'packages/*/test/**/*.test.ts' 'test/rig/**/*.test.ts' 'test/e2e/**/*.test.ts' 'test/deploy/**/*.test.ts'

@@ -1,0 +1,44 @@
+/**
+ * deploy/Dockerfile cannot be built here (no Docker); these checks keep it in step with the repository:
+ * the pinned pnpm, a frozen production install, the paths the chart runs, a non-root default user.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { find, type Obj, render, repoRoot } from './k8s.ts';
+
+const dockerfile = readFileSync(`${repoRoot}deploy/Dockerfile`, 'utf8');
+const ignore = readFileSync(`${repoRoot}deploy/Dockerfile.dockerignore`, 'utf8');
+
+describe('deploy/Dockerfile', () => {
+  it('builds on Node 24 slim with the pinned pnpm and a frozen production install', () => {
+    assert.match(dockerfile, /^ARG NODE_IMAGE=node:24-slim$/m);
+    const tools = JSON.parse(readFileSync(`${repoRoot}tools/package.json`, 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    assert.ok(dockerfile.includes(`pnpm@${tools.dependencies.pnpm}`), 'pnpm version differs from tools/');
+    assert.match(dockerfile, /pnpm install --frozen-lockfile --prod/);
+    assert.match(ignore, /^\*\*\/node_modules$/m);
+  });
+
+  it('runs the CLI and ships every file the chart executes', () => {
+    assert.match(dockerfile, /^ENTRYPOINT \["node", "\/app\/packages\/agent\/src\/cli\.ts"\]$/m);
+    assert.ok(existsSync(`${repoRoot}packages/agent/src/cli.ts`));
+    const job = find(render(), 'Job', 'ferry-cleanup-wait');
+    const cmd = (job.spec as { template: { spec: { containers: Obj[] } } }).template.spec.containers[0]!
+      .command as string[];
+    const script = cmd[1]!;
+    assert.ok(script.startsWith('/app/'));
+    const rel = script.slice('/app/'.length);
+    assert.ok(existsSync(`${repoRoot}${rel}`), `${rel} missing`);
+    assert.ok(
+      dockerfile.includes(`COPY --from=deps /app/${rel} ./${rel}`),
+      `${rel} not copied into the image`,
+    );
+  });
+
+  it('defaults to a non-root user', () => {
+    const users = [...dockerfile.matchAll(/^USER (\S+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(users, ['65532:65532']);
+  });
+});

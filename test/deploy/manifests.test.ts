@@ -1,0 +1,82 @@
+/**
+ * The plain manifests (deploy/manifests/, written by hand for users without Helm) parse, validate
+ * against the Kubernetes schemas of their kinds, set every agent flag, and equal the chart rendered
+ * with its default values (release and namespace `ferry`), apart from Helm's own labels and hooks.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { agentOptions } from '../../packages/agent/src/config.ts';
+import { parseManifestText, type RenderedObject } from './helm.ts';
+import { container, envOf, find, manifestsDir, type Obj, render, validateObject } from './k8s.ts';
+
+function load(file: string): RenderedObject[] {
+  return parseManifestText(readFileSync(`${manifestsDir}/${file}`, 'utf8'), `deploy/manifests/${file}`);
+}
+
+/** Drops what only Helm adds: its labels and hook annotations. */
+function withoutHelm(obj: Obj): Obj {
+  const o = structuredClone(obj);
+  const meta = o.metadata as { labels?: Obj; annotations?: Obj };
+  if (meta.labels) {
+    delete meta.labels['helm.sh/chart'];
+    delete meta.labels['app.kubernetes.io/managed-by'];
+  }
+  if (meta.annotations) {
+    for (const k of Object.keys(meta.annotations)) if (k.startsWith('helm.sh/')) delete meta.annotations[k];
+    if (Object.keys(meta.annotations).length === 0) delete meta.annotations;
+  }
+  return o;
+}
+
+const id = (o: Obj) => `${o.kind}/${(o.metadata as Obj).name}`;
+const isHook = (o: Obj) => Boolean((o.metadata as { annotations?: Obj }).annotations?.['helm.sh/hook']);
+
+describe('plain manifests', () => {
+  const ferry = load('ferry.yaml');
+  const cleanup = load('cleanup.yaml');
+  const rendered = render().map((r) => r.obj);
+
+  it('validate against the Kubernetes schemas', () => {
+    for (const o of [...ferry, ...cleanup]) validateObject(o);
+  });
+
+  it('create the ferry namespace and put everything in it', () => {
+    assert.equal(id(ferry[0]!.obj), 'Namespace/ferry');
+    for (const o of [...ferry.slice(1), ...cleanup]) assert.equal((o.obj.metadata as Obj).namespace, 'ferry');
+  });
+
+  it('equal the chart rendered with its default values', () => {
+    const chartObjs = rendered.filter((o) => !isHook(o)).map(withoutHelm);
+    const plain = ferry.map((r) => r.obj).filter((o) => o.kind !== 'Namespace');
+    assert.deepEqual(plain.map(id).sort(), chartObjs.map(id).sort());
+    for (const o of plain)
+      assert.deepEqual(
+        o,
+        chartObjs.find((c) => id(c) === id(o)),
+        id(o),
+      );
+  });
+
+  it('cleanup.yaml is the chart’s post-delete DaemonSet', () => {
+    assert.deepEqual(
+      cleanup.map((r) => id(r.obj)),
+      ['DaemonSet/ferry-cleanup'],
+    );
+    assert.deepEqual(cleanup[0]!.obj, withoutHelm(find(render(), 'DaemonSet', 'ferry-cleanup')));
+  });
+
+  it('set every agent flag by its environment variable (no config file)', () => {
+    const env = envOf(container(find(ferry, 'DaemonSet', 'ferry'), 'agent'));
+    for (const o of agentOptions) {
+      if (o.name === 'config') assert.equal(env.has(o.env), false);
+      else assert.ok(env.has(o.env), `${o.env} missing`);
+    }
+    for (const name of env.keys()) {
+      assert.ok(
+        agentOptions.some((o) => o.env === name),
+        `${name} is no agent flag`,
+      );
+    }
+  });
+});
