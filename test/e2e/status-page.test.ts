@@ -5,7 +5,7 @@
  * A as a connected peer, the image, and requests served from A. Screenshots go to test/artifacts/.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -126,7 +126,6 @@ test('/debug/measure on B times the lookup and the pull of every digest, each se
       pull?: { source: string; peer?: string; bytes: number; ms: number };
     }[];
   };
-  writeFileSync(join(artifacts, 'measure.json'), JSON.stringify(json, null, 2));
   assert.deepEqual(
     json.rows.map((r) => [r.key, r.pull?.source, r.pull?.peer]),
     keys.map((k) => [k, 'peer', aPeerId]),
