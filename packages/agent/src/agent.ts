@@ -18,6 +18,7 @@ import type { AgentConfig, ListenAddress } from './config.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
 import { createOpsServer } from './ops.ts';
+import { checkAgentPinnerConfig, type RunningPinner, startAgentPinner } from './pinner.ts';
 import {
   createMeasurer,
   createRequestHistory,
@@ -88,6 +89,7 @@ export async function startAgent(
   options: StartAgentOptions = {},
 ): Promise<AgentRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
+  checkAgentPinnerConfig(config);
   const metrics = createMetrics();
   const closers: { name: string; close: () => Promise<unknown> | unknown }[] = [];
   const closeAll = async () => {
@@ -137,6 +139,21 @@ export async function startAgent(
     // Filters, tag rules, and what mode verify needs (upstream client, last-known store).
     const tagPolicy = await createAgentTagPolicy(config, logger.child({ component: 'tags' }));
     closers.push({ name: 'tags', close: () => tagPolicy.close() });
+
+    // The pinner (--pinner): shares the upstream client, the last-known database and the metrics; its
+    // cluster step asks this agent's own registry.
+    let pinner: RunningPinner | undefined;
+    if (config.pinner) {
+      const running = await startAgentPinner(config, {
+        upstream: tagPolicy.upstream,
+        store: tagPolicy.lastKnown,
+        metricsRegistry: metrics.registry,
+        clusterUrl: localRegistryUrl(registryAddr),
+        logger: logger.child({ component: 'pinner' }),
+      });
+      pinner = running;
+      closers.push({ name: 'pinner', close: () => running.close() });
+    }
     const policy = tagPolicy.policy;
 
     const tracker = createTracker({
@@ -226,6 +243,13 @@ export async function startAgent(
             history,
             policy: describePolicy(config),
             containerd: () => ({ connected: watcher.connected(), socket: config.containerdSock }),
+            ...(pinner
+              ? {
+                  pinner: () => ({
+                    recent: pinner.pinner.recent(20).map((r) => ({ ...r, resolvedAt: r.resolvedAt || r.at })),
+                  }),
+                }
+              : {}),
           }),
           measurer: createMeasurer({ router, history, registryUrl: localRegistryUrl(registryAddr) }),
         }),

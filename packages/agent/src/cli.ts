@@ -1,5 +1,5 @@
 /**
- * The `ferry` command line: `ferry agent`, `ferry configure`, `ferry version`.
+ * The `ferry` command line: `ferry agent`, `ferry configure`, `ferry pinner`, `ferry version`.
  * Errors are one clear line on stderr (no stack trace); bad configuration or usage exits with 2.
  */
 import { readFileSync } from 'node:fs';
@@ -7,6 +7,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { runAgent } from './agent.ts';
 import { addAgentOptions, ConfigError, resolveAgentConfig, splitList } from './config.ts';
 import { ConfigureError, cleanupHosts, configureHosts } from './configure.ts';
+import { addPinnerCommand, runPinnerCommand } from './pinner.ts';
 
 /** Exit code for bad configuration or usage. */
 export const EXIT_USAGE = 2;
@@ -101,6 +102,8 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       for (const f of r.files)
         io.stdout(`${r.changed.includes(f) ? 'wrote' : 'unchanged'} ${hostsDir}/${f}\n`);
     });
+
+  addPinnerCommand(program, io.env, runPinnerCommand);
 
   program
     .command('version')

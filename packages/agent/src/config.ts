@@ -495,6 +495,64 @@ const specs = {
     default: '10s',
     description: 'On SIGTERM, how long to let running transfers finish before exiting.',
   }),
+  pinner: spec({
+    type: 'bool',
+    schema: boolSchema,
+    default: false,
+    description:
+      'Also run the pinner (the admission webhook that pins pod images to digests) in this agent; needs --pinner-tls-cert and --pinner-tls-key.',
+  }),
+  pinnerAddr: spec({
+    type: 'address',
+    schema: addressSchema,
+    default: ':8443',
+    description: "Listen address of the pinner's HTTPS server: POST /mutate, /healthz, /metrics.",
+  }),
+  pinnerTlsCert: spec({
+    type: 'path',
+    schema: optionalPathSchema,
+    default: undefined,
+    description: "The pinner's serving certificate (PEM); re-read when the file changes.",
+  }),
+  pinnerTlsKey: spec({
+    type: 'path',
+    schema: optionalPathSchema,
+    default: undefined,
+    description: "The pinner's private key (PEM); re-read when the file changes.",
+  }),
+  pinnerBudget: spec({
+    type: 'duration',
+    schema: durationSchema,
+    default: '2s',
+    description:
+      "Total time the pinner spends resolving one pod's images (upstream, last-known, cluster); keep it below the webhook's timeoutSeconds.",
+  }),
+  pinnerFreshFor: spec({
+    type: 'duration',
+    schema: durationSchema,
+    default: '10s',
+    description:
+      'The pinner reuses an upstream answer this young without asking the upstream again; 0 disables.',
+  }),
+  pinnerInclude: spec({
+    type: 'list',
+    schema: listOf(regexItem),
+    default: [],
+    description:
+      'Regular expressions over `<registry>/<repo>:<tag>`: only matching images are pinned; empty: all.',
+  }),
+  pinnerExclude: spec({
+    type: 'list',
+    schema: listOf(regexItem),
+    default: [],
+    description: 'Regular expressions over `<registry>/<repo>:<tag>`: matching images are never pinned.',
+  }),
+  pinnerNamespace: spec({
+    type: 'string',
+    schema: optional('a namespace', (s) => s),
+    default: undefined,
+    description: "Ferry's own namespace, whose pods are never pinned. Default: $POD_NAMESPACE.",
+  }),
   logLevel: spec({
     type: 'log-level',
     schema: logLevelSchema,
