@@ -76,8 +76,8 @@ export async function createPinnerServer(opts: PinnerServerOptions): Promise<Pin
   const app = Fastify({
     https: { key: initial.key, cert: initial.cert },
     bodyLimit,
-    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
-    disableRequestLogging: true,
+    // Request logs are info-level: fastify's own logger passes only warnings and errors.
+    ...(opts.logger ? { loggerInstance: opts.logger.child({}, { level: 'warn' }) } : { logger: false }),
   });
   const log = opts.logger;
 
