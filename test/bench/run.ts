@@ -191,10 +191,22 @@ async function main(): Promise<void> {
       ['5', 'advertising', advertising],
     ];
     const rows: Row[] = [];
+    let failed = 0;
     for (const [id, name, fn] of figures) {
       if (!wanted.has(id)) continue;
       log(`figure ${id}: ${name}…`);
-      rows.push(...(await fn(bench)));
+      try {
+        rows.push(...(await fn(bench)));
+      } catch (err) {
+        // One broken figure must not lose the others: note it, go on, fail the run at the end.
+        failed++;
+        log(`figure ${id} FAILED: ${(err as Error).stack ?? err}`);
+        notes.push(
+          `FIGURE ${id} (${name}) FAILED: ${String((err as Error).message)
+            .split('\n')[0]!
+            .slice(0, 400)}`,
+        );
+      }
     }
 
     const total = (performance.now() - started) / 1000;
@@ -215,6 +227,7 @@ async function main(): Promise<void> {
     writeFileSync(outFile, md);
     console.log(`\n${md}`);
     log(`written to ${outFile}`);
+    if (failed) process.exitCode = 1;
   } finally {
     log('stopping everything…');
     await cleanup();
