@@ -26,6 +26,16 @@ import {
   peerIdOf,
   pickHost,
 } from './address.ts';
+import {
+  type Candidate,
+  closestCandidates,
+  encodeAddProvider,
+  encodeProviderField,
+  kadId,
+  MAX_MESSAGES_PER_STREAM,
+  sendAddProviders,
+} from './batch-provide.ts';
+import { SortedMemoryDatastore } from './datastore.ts';
 import { loadOrCreateKey } from './identity.ts';
 import { keyToCid } from './keys.ts';
 import type { P2PLogger, P2PNode, P2PNodeOptions, Peer } from './types.ts';
@@ -53,6 +63,36 @@ const DEFAULTS = {
   /** Bound for learning a provider's registry port through identify during a lookup. */
   identifyTimeoutMs: 2_000,
 };
+
+/** All-zero Kademlia id: any target works to list the whole routing table. */
+const ZERO_KAD_ID = new Uint8Array(32);
+
+/**
+ * The parts of kad-dht 16's service object the batched provide uses (public class fields of
+ * `KadDHT`, not part of its exported interface; checked at start so a changed version fails loudly).
+ */
+interface KadInternals {
+  routingTable: {
+    size: number;
+    closestPeers(kadId: Uint8Array, options?: { count?: number }): PeerId[];
+  };
+  providers: {
+    addProvider(cid: CID, provider: PeerId): Promise<void>;
+  };
+}
+
+function kadInternals(dht: KadDHT): KadInternals {
+  const candidate = dht as unknown as Partial<KadInternals>;
+  if (
+    typeof candidate.routingTable?.closestPeers !== 'function' ||
+    typeof candidate.providers?.addProvider !== 'function'
+  ) {
+    throw new Error(
+      '@libp2p/kad-dht: routingTable.closestPeers / providers.addProvider not found (version changed?)',
+    );
+  }
+  return candidate as KadInternals;
+}
 
 const silentLogger: P2PLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -128,6 +168,8 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
   const libp2p: Libp2p<Services> = await createLibp2p({
     start: false,
     privateKey,
+    // prefix queries (one per provider lookup) must not scan the whole store
+    datastore: new SortedMemoryDatastore(),
     nodeInfo: { name: 'ferry', version, userAgent: formatAgentVersion(version, registryPort) },
     addresses: {
       listen: [listenAddr.toString()],
@@ -158,7 +200,9 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
         maxOutboundStreams: streamLimit,
         reprovide: {
           validity,
-          threshold: Math.floor(validity / 2),
+          // Ferry refreshes its own records (batched) every validity/2 and rewrites the local
+          // record then; kad-dht's per-key reprovide only fires if that fell far behind
+          threshold: Math.max(1, Math.floor(validity / 10)),
           interval: Math.max(100, Math.min(Math.floor(validity / 10), 60_000)),
           concurrency: Math.min(provideConcurrency, 32),
         },
@@ -171,6 +215,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     registryPort,
     provideConcurrency,
     provideTimeoutMs,
+    recordValidityMs: validity,
     dialTimeoutMs,
     bootstrapRetryMs,
     staticTargets,
@@ -200,6 +245,7 @@ interface FerryNodeInit {
   registryPort: number;
   provideConcurrency: number;
   provideTimeoutMs: number;
+  recordValidityMs: number;
   dialTimeoutMs: number;
   bootstrapRetryMs: number;
   staticTargets: BootstrapTarget[];
@@ -211,6 +257,17 @@ interface FerryNodeInit {
 interface IdentifiedPeer {
   agentVersion?: string;
   listenAddrs: Multiaddr[];
+  /** The peer speaks our DHT protocol (a candidate for records). */
+  dht: boolean;
+}
+
+/** A key the caller wants advertised. */
+interface WantedKey {
+  cid: CID;
+  /** sha256 of the multihash bytes: the key's Kademlia id. */
+  kadId: Uint8Array;
+  /** When its records must be sent again (half the validity after the last send). */
+  refreshAt: number;
 }
 
 class FerryNode implements P2PNode {
@@ -219,17 +276,24 @@ class FerryNode implements P2PNode {
   private readonly init: FerryNodeInit;
   private readonly log: P2PLogger;
   private readonly queue: PQueue;
+  private readonly kad: KadInternals;
   private readonly stopController = new AbortController();
   /** Keys the caller wants advertised (advertise minus withdraw). */
-  private readonly wanted = new Set<string>();
-  /** Keys whose provide reached at least one peer. */
+  private readonly wanted = new Map<string, WantedKey>();
+  /** Keys whose records reached at least one peer. */
   private readonly advertised = new Set<string>();
-  /** Keys whose provide is queued or running. */
-  private readonly inflight = new Map<string, Promise<void>>();
-  /** Keys to provide again (failed, or waiting for peers). */
+  /** Keys in a batch being sent (advertise, refresh or retry). */
+  private readonly inflight = new Map<string, Promise<unknown>>();
+  /** Keys to send again (reached no peer, or waiting for peers). */
   private readonly pending = new Set<string>();
+  /** Batches running (advertise, refresh, retry, push to a new peer); awaited by stop(). */
+  private readonly batches = new Set<Promise<unknown>>();
+  /** Peers that got our advertised keys pushed since they connected. */
+  private readonly pushedTo = new Set<string>();
   /** What identify told us about connected peers. */
   private readonly identified = new Map<string, IdentifiedPeer>();
+  private refreshing: Promise<unknown> | undefined;
+  private nextRefreshAt = Number.POSITIVE_INFINITY;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private bootstrapping: Promise<void> | undefined;
   private bootstrapDelay: number;
@@ -243,6 +307,7 @@ class FerryNode implements P2PNode {
     this.log = init.log;
     this.peerId = libp2p.peerId.toString();
     this.queue = new PQueue({ concurrency: init.provideConcurrency });
+    this.kad = kadInternals(libp2p.services.dht);
     this.bootstrapDelay = init.bootstrapRetryMs;
     // every queued provide listens on the stop signal
     setMaxListeners(Number.POSITIVE_INFINITY, this.stopController.signal);
@@ -255,14 +320,24 @@ class FerryNode implements P2PNode {
   async start(): Promise<void> {
     this.libp2p.addEventListener('peer:identify', (evt) => {
       const result = evt.detail;
-      const entry: IdentifiedPeer = { listenAddrs: result.listenAddrs };
+      const id = result.peerId.toString();
+      const entry: IdentifiedPeer = {
+        listenAddrs: result.listenAddrs,
+        dht: result.protocols.includes(FERRY_KAD_PROTOCOL),
+      };
       if (result.agentVersion !== undefined) {
         entry.agentVersion = result.agentVersion;
       }
-      this.identified.set(result.peerId.toString(), entry);
+      this.identified.set(id, entry);
+      if (entry.dht && !this.pushedTo.has(id)) {
+        this.pushedTo.add(id);
+        this.pushToNewPeer(id);
+      }
     });
     this.libp2p.addEventListener('peer:disconnect', (evt) => {
-      this.identified.delete(evt.detail.toString());
+      const id = evt.detail.toString();
+      this.identified.delete(id);
+      this.pushedTo.delete(id);
     });
     await this.libp2p.start();
     this.log.info({ peerId: this.peerId, addresses: this.addresses }, 'p2p node started');
@@ -304,7 +379,8 @@ class FerryNode implements P2PNode {
     if (this.stopping !== undefined) {
       return;
     }
-    const waits: Promise<void>[] = [];
+    const waits: Promise<unknown>[] = [];
+    const fresh: string[] = [];
     for (const key of new Set(keys)) {
       let cid: CID;
       try {
@@ -317,7 +393,9 @@ class FerryNode implements P2PNode {
         this.log.warn({ key }, 'not advertising: kad-dht 16 only carries sha2-256 multihash keys');
         continue;
       }
-      this.wanted.add(key);
+      if (!this.wanted.has(key)) {
+        this.wanted.set(key, { cid, kadId: kadId(cid.multihash.bytes), refreshAt: Number.POSITIVE_INFINITY });
+      }
       const running = this.inflight.get(key);
       if (running !== undefined) {
         waits.push(running);
@@ -327,61 +405,194 @@ class FerryNode implements P2PNode {
         continue;
       }
       this.pending.delete(key);
-      waits.push(this.enqueue(key, cid));
+      fresh.push(key);
+    }
+    if (fresh.length > 0) {
+      waits.push(this.runBatch(fresh, 'advertise'));
     }
     await Promise.all(waits);
   }
 
-  private enqueue(key: string, cid: CID): Promise<void> {
-    const job = this.queue
-      .add(() => this.provideOne(key, cid), { signal: this.stopController.signal })
+  /**
+   * Start a batch for `keys` (marked in flight unless it only targets one peer). The promise never
+   * rejects; the batch is awaited by stop().
+   */
+  private runBatch(keys: string[], reason: string, onlyPeer?: string): Promise<number> {
+    const job: Promise<number> = this.provideBatch(keys, onlyPeer)
       .catch((err: unknown) => {
-        // p-queue rejects queued jobs when the node stops
-        this.log.debug({ key, err: errorText(err) }, 'provide dropped');
+        if (!this.stopController.signal.aborted) {
+          this.log.warn({ reason, keys: keys.length, err: errorText(err) }, 'provide batch failed');
+        }
+        return 0;
       })
       .finally(() => {
-        this.inflight.delete(key);
+        this.batches.delete(job);
+        for (const key of keys) {
+          if (this.inflight.get(key) === job) {
+            this.inflight.delete(key);
+          }
+        }
       });
-    this.inflight.set(key, job);
+    this.batches.add(job);
+    if (onlyPeer === undefined) {
+      for (const key of keys) {
+        this.inflight.set(key, job);
+      }
+    }
     return job;
   }
 
-  private async provideOne(key: string, cid: CID): Promise<void> {
-    const dht = this.libp2p.services.dht;
-    if (!this.wanted.has(key) || this.stopController.signal.aborted) {
-      return;
+  /**
+   * Record us as provider of `keys` locally, then send ADD_PROVIDER for each key to the k peers
+   * closest to it (or only to `onlyPeer`, when it is among them). Keys that reached a peer become
+   * advertised; the others wait in `pending` for peers. Resolves to how many keys reached a peer.
+   */
+  private async provideBatch(allKeys: string[], onlyPeer: string | undefined): Promise<number> {
+    const keys = allKeys.filter((key) => this.wanted.has(key));
+    if (keys.length === 0 || this.stopController.signal.aborted) {
+      return 0;
     }
-    if (!this.ready()) {
-      // no peer to send to: keep it for when the routing table fills
-      this.pending.add(key);
-      return;
-    }
-    const signal = AbortSignal.any([
-      AbortSignal.timeout(this.init.provideTimeoutMs),
-      this.stopController.signal,
-    ]);
-    let stored = 0;
-    try {
-      for await (const event of dht.provide(cid, { signal })) {
-        if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') {
-          stored++;
+    const self = this.libp2p.peerId;
+    if (onlyPeer === undefined) {
+      const refreshAt = Date.now() + Math.floor(this.init.recordValidityMs / 2);
+      for (const key of keys) {
+        const entry = this.wanted.get(key);
+        if (entry === undefined) {
+          continue;
         }
-      }
-    } catch (err) {
-      if (!this.stopController.signal.aborted) {
-        this.log.warn({ key, err: errorText(err) }, 'provide failed; will retry');
+        entry.refreshAt = refreshAt;
+        this.nextRefreshAt = Math.min(this.nextRefreshAt, refreshAt);
+        // our own record: answers GET_PROVIDERS that reach us; rewriting it keeps kad-dht's
+        // per-key reprovider idle
+        await this.kad.providers.addProvider(entry.cid, self);
       }
     }
-    if (!this.wanted.has(key)) {
-      // withdrawn while in flight: provide() wrote a local record, take it back
-      await dht.cancelReprovide(cid).catch(() => {});
+    const reached = await this.sendRecords(keys, onlyPeer);
+    const dht = this.libp2p.services.dht;
+    for (const key of keys) {
+      const entry = this.wanted.get(key);
+      if (entry === undefined) {
+        // withdrawn while in flight: take back the local record written above
+        const cid = keyToCid(key);
+        await dht.cancelReprovide(cid).catch(() => {});
+        continue;
+      }
+      if (reached.has(key)) {
+        this.advertised.add(key);
+        this.pending.delete(key);
+      } else if (onlyPeer === undefined && !this.stopController.signal.aborted) {
+        this.pending.add(key);
+      }
+    }
+    return reached.size;
+  }
+
+  /** DHT peers we know: the routing table plus connected peers identified as speaking our DHT. */
+  private candidates(): Candidate[] {
+    const ids = new Map<string, PeerId>();
+    const table = this.kad.routingTable;
+    if (table.size > 0) {
+      for (const id of table.closestPeers(ZERO_KAD_ID, { count: table.size })) {
+        ids.set(id.toString(), id);
+      }
+    }
+    for (const conn of this.libp2p.getConnections()) {
+      const id = conn.remotePeer.toString();
+      if (this.identified.get(id)?.dht === true) {
+        ids.set(id, conn.remotePeer);
+      }
+    }
+    ids.delete(this.peerId);
+    return [...ids].map(([key, id]) => ({ id, key, kadId: kadId(id.toMultihash().bytes) }));
+  }
+
+  /**
+   * Group `keys` per target peer (the k closest to each key) and write them in chunks, one stream
+   * per chunk, through the shared queue. Returns the keys that reached at least one peer.
+   */
+  private async sendRecords(keys: string[], onlyPeer: string | undefined): Promise<Set<string>> {
+    const reached = new Set<string>();
+    const candidates = this.candidates();
+    if (candidates.length === 0) {
+      return reached;
+    }
+    const k = this.libp2p.services.dht.k;
+    const perPeer = new Map<string, { peer: Candidate; keys: string[] }>();
+    for (const key of keys) {
+      const entry = this.wanted.get(key);
+      if (entry === undefined) {
+        continue;
+      }
+      for (const peer of closestCandidates(entry.kadId, candidates, k)) {
+        if (onlyPeer !== undefined && peer.key !== onlyPeer) {
+          continue;
+        }
+        let group = perPeer.get(peer.key);
+        if (group === undefined) {
+          group = { peer, keys: [] };
+          perPeer.set(peer.key, group);
+        }
+        group.keys.push(key);
+      }
+    }
+    const provider = encodeProviderField(
+      this.libp2p.peerId.toMultihash().bytes,
+      this.libp2p.getMultiaddrs().map((a) => a.bytes),
+    );
+    const jobs: Promise<void>[] = [];
+    for (const { peer, keys: peerKeys } of perPeer.values()) {
+      for (let i = 0; i < peerKeys.length; i += MAX_MESSAGES_PER_STREAM) {
+        const chunk = peerKeys.slice(i, i + MAX_MESSAGES_PER_STREAM);
+        jobs.push(
+          this.queue
+            .add(
+              async () => {
+                const messages: Uint8Array[] = [];
+                for (const key of chunk) {
+                  const entry = this.wanted.get(key);
+                  if (entry !== undefined) {
+                    messages.push(encodeAddProvider(entry.cid.multihash.bytes, provider));
+                  }
+                }
+                if (messages.length === 0) {
+                  return;
+                }
+                const signal = AbortSignal.any([
+                  AbortSignal.timeout(this.init.provideTimeoutMs),
+                  this.stopController.signal,
+                ]);
+                await sendAddProviders(this.libp2p, peer.id, FERRY_KAD_PROTOCOL, messages, signal);
+                for (const key of chunk) {
+                  reached.add(key);
+                }
+              },
+              { signal: this.stopController.signal },
+            )
+            .catch((err: unknown) => {
+              if (!this.stopController.signal.aborted) {
+                this.log.warn(
+                  { peer: peer.key, keys: chunk.length, err: errorText(err) },
+                  'sending provider records failed',
+                );
+              }
+            }),
+        );
+      }
+    }
+    await Promise.all(jobs);
+    return reached;
+  }
+
+  /** A DHT peer connected: send it every advertised key whose k closest peers include it. */
+  private pushToNewPeer(peer: string): void {
+    if (this.stopping !== undefined || this.wanted.size === 0) {
       return;
     }
-    if (stored > 0) {
-      this.advertised.add(key);
-    } else if (!this.stopController.signal.aborted) {
-      this.pending.add(key);
-    }
+    const keys = [...this.wanted.keys()];
+    const started = Date.now();
+    this.runBatch(keys, 'new peer', peer).then((reached) => {
+      this.log.info({ peer, keys: reached, ms: Date.now() - started }, 'pushed provider records to new peer');
+    });
   }
 
   async withdraw(keys: string[]): Promise<void> {
@@ -399,7 +610,7 @@ class FerryNode implements P2PNode {
       if (!wasKnown || this.stopping !== undefined) {
         continue;
       }
-      // an in-flight provide cancels its own record when it completes (see provideOne)
+      // no refresh from now on; a batch in flight removes the local record again when it ends
       try {
         await dht.cancelReprovide(cid);
       } catch (err) {
@@ -518,6 +729,7 @@ class FerryNode implements P2PNode {
 
   private tick(): void {
     const now = Date.now();
+    this.refreshDue(now);
     if (!this.ready()) {
       if (this.bootstrapping === undefined && now >= this.nextBootstrapAt) {
         this.nextBootstrapAt = now + this.bootstrapDelay;
@@ -531,10 +743,39 @@ class FerryNode implements P2PNode {
     this.bootstrapDelay = this.init.bootstrapRetryMs;
     if (this.pending.size > 0 && now >= this.nextPendingRetryAt) {
       this.nextPendingRetryAt = now + DEFAULTS.pendingRetryMs;
-      const keys = [...this.pending];
+      const keys = [...this.pending].filter((key) => !this.inflight.has(key));
       this.pending.clear();
-      this.advertise(keys).catch(() => {});
+      if (keys.length > 0) {
+        this.runBatch(keys, 'retry');
+      }
     }
+  }
+
+  /**
+   * Send again every key whose records are half-way to expiry, as one batch (one refresh at a
+   * time). Runs whether or not peers are known: it also rewrites our local records.
+   */
+  private refreshDue(now: number): void {
+    if (this.refreshing !== undefined || now < this.nextRefreshAt) {
+      return;
+    }
+    const due: string[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    for (const [key, entry] of this.wanted) {
+      if (entry.refreshAt <= now && !this.inflight.has(key)) {
+        due.push(key);
+      } else {
+        next = Math.min(next, entry.refreshAt);
+      }
+    }
+    this.nextRefreshAt = next;
+    if (due.length === 0) {
+      return;
+    }
+    this.log.debug({ keys: due.length }, 'refreshing provider records');
+    this.refreshing = this.runBatch(due, 'refresh').finally(() => {
+      this.refreshing = undefined;
+    });
   }
 
   /** Dial every bootstrap target (static and DNS) that is not this node. Never throws. */
@@ -622,6 +863,7 @@ class FerryNode implements P2PNode {
     this.stopping ??= (async () => {
       clearTimeout(this.timer);
       this.stopController.abort();
+      await Promise.allSettled([...this.batches]);
       await this.queue.onIdle();
       await this.bootstrapping;
       await this.libp2p.stop();

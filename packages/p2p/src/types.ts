@@ -38,15 +38,18 @@ export interface P2PNodeOptions {
   bootstrapDns?: string[];
   /** Resolves a name to its IP addresses (default: `dns.lookup` with `all: true`). Injectable for tests. */
   resolver?: (name: string) => Promise<string[]>;
-  /** How many keys are provided to the DHT at the same time (default 64). */
+  /**
+   * How many provider-record streams run at the same time (default 64). Records are sent in
+   * batches: one stream per peer carries up to 1,000 keys.
+   */
   provideConcurrency?: number;
   /**
    * Lifetime of provider records (default 20 min, min 1 s). Peers drop our records this long after
-   * the last (re)provide; we re-provide each key when half of it has passed. Withdrawn keys vanish
+   * the last (re)send; we send each key again when half of it has passed. Withdrawn keys vanish
    * from peers within this time plus one sweep (validity/10, at most 60 s).
    */
   recordValidityMs?: number;
-  /** Upper bound for one key's provide (closest-peers query + ADD_PROVIDER), default 30 s. */
+  /** Upper bound for one stream of provider records (open, write, peer's acknowledgement), default 30 s. */
   provideTimeoutMs?: number;
   /** Upper bound for one bootstrap dial, default 5 s. */
   dialTimeoutMs?: number;
@@ -64,15 +67,16 @@ export interface P2PNode extends Router {
   /** Multiaddrs this node announces, each ending in `/p2p/<peerId>`. */
   readonly addresses: string[];
   /**
-   * Provide keys (digests or tag keys) to the DHT through a bounded-concurrency queue. Keys already
-   * advertised or in flight are not sent again. Resolves when every key was provided or failed
-   * (failures are logged and retried in the background; invalid keys are logged and skipped).
+   * Provide keys (digests or tag keys) to the DHT: each key's record goes to the k (20) known peers
+   * closest to it, batched per peer. Keys already advertised or in flight are not sent again.
+   * Resolves when every key reached a peer or failed (failures are logged and retried in the
+   * background; with no peer yet, keys wait for one; invalid keys are logged and skipped).
    * sha512 digests are skipped with a warning: kad-dht 16 peers reject non-sha2-256 DHT keys.
    */
   advertise(keys: string[]): Promise<void>;
   /**
-   * Stop advertising keys: their local provider records are removed, so the reprovider no longer
-   * refreshes them. Kademlia has no "unprovide": copies held by peers expire after `recordValidityMs`.
+   * Stop advertising keys: their local provider records are removed and they are no longer
+   * refreshed or pushed to new peers. Kademlia has no "unprovide": copies held by peers expire after `recordValidityMs`.
    */
   withdraw(keys: string[]): Promise<void>;
   /**

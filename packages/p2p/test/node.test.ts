@@ -224,6 +224,73 @@ test('advertise while alone resolves at once and the key is provided once peers 
   await until('b finds a', async () => (await collect(b, key, 2_000)).some((p) => p.id === a.peerId), 30_000);
 });
 
+/** The first provider `node` finds for `key`, or undefined when the lookup ends without one. */
+async function first(node: P2PNode, key: string, timeoutMs = 5_000): Promise<Peer | undefined> {
+  for await (const peer of node.lookup(key, { signal: AbortSignal.timeout(timeoutMs) })) {
+    return peer;
+  }
+  return undefined;
+}
+
+/** Run `fn` over `items`, `width` at a time. */
+async function inBatches<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += width) {
+    out.push(...(await Promise.all(items.slice(i, i + width).map(fn))));
+  }
+  return out;
+}
+
+test('batched advertise: 500 keys advertised on A are all found from C (4 nodes)', async (t) => {
+  const nodes = await cluster(t, 9, 4);
+  const [a, , c] = nodes as [P2PNode, P2PNode, P2PNode];
+  await until('full mesh', () => nodes.every((n) => n.peers().length === 3));
+  const keys = Array.from({ length: 500 }, (_, i) => digest(9_000 + i));
+  await a.advertise(keys);
+  const found = await inBatches(keys, 50, (key) => first(c, key));
+  const missing = keys.filter((_, i) => found[i]?.id !== a.peerId);
+  assert.deepEqual(missing, [], `${missing.length} keys not found from C`);
+  assert.deepEqual(found[0], { id: a.peerId, host: '127.77.9.1', port: 5101 });
+});
+
+test('a peer that connects later gets the advertised keys pushed at once (no refresh needed)', async (t) => {
+  const pushes: { peer?: string; keys?: number }[] = [];
+  const logger = {
+    debug() {},
+    info(obj: object, msg?: string) {
+      if (msg === 'pushed provider records to new peer') {
+        pushes.push(obj);
+      }
+    },
+    warn() {},
+    error() {},
+  };
+  // default validity (20 min): no refresh can happen during the test
+  const a = await start(t, { listen: { host: '127.77.10.1', port: 0 }, registryPort: 5101, logger });
+  const b = await start(t, {
+    listen: { host: '127.77.10.2', port: 0 },
+    registryPort: 5102,
+    bootstrapPeers: [hostPort(a)],
+  });
+  await until('a and b ready', () => a.ready() && b.ready());
+  const keys = Array.from({ length: 500 }, (_, i) => digest(10_000 + i));
+  await a.advertise(keys);
+
+  const d = await start(t, {
+    listen: { host: '127.77.10.4', port: 0 },
+    registryPort: 5104,
+    bootstrapPeers: [hostPort(a)],
+  });
+  await until('a pushed its keys to d', () => pushes.some((p) => p.peer === d.peerId && p.keys === 500));
+  // with A and B gone, D can only answer from the records it was pushed
+  await b.stop();
+  await a.stop();
+  const found = await inBatches(keys, 50, (key) => first(d, key));
+  const missing = keys.filter((_, i) => found[i]?.id !== a.peerId);
+  assert.deepEqual(missing, [], `${missing.length} keys not found from D`);
+  assert.equal(found[0]?.host, '127.77.10.1');
+});
+
 test('identity persists in <dataDir>/peer.key (0600); ephemeral without dataDir', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-p2p-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
