@@ -182,8 +182,8 @@ interface FlagMapping {
   /** …and the env value it must produce. */
   env: string;
 }
-/** Every agent option: its value, or why the chart has none. */
-const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string }> = {
+/** Every agent option: its value, the release namespace, or why the chart has none. */
+const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string } | { releaseNamespace: true }> = {
   registryAddr: { path: 'service.registry.port', sample: 15000, env: ':15000' },
   routerAddr: { path: 'service.router.port', sample: 15001, env: ':15001' },
   metricsAddr: { path: 'service.metrics.port', sample: 19090, env: ':19090' },
@@ -239,6 +239,19 @@ const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string }> = {
   resyncInterval: { path: 'ferry.resyncInterval', sample: '5m', env: '5m' },
   shutdownTimeout: { path: 'ferry.shutdownTimeout', sample: '20s', env: '20s' },
   logLevel: { path: 'ferry.logLevel', sample: 'debug', env: 'debug' },
+  pinner: { path: 'pinner.enabled', sample: true, env: 'true' },
+  pinnerAddr: { path: 'pinner.port', sample: 9443, env: ':9443' },
+  pinnerTlsCert: { path: 'pinner.enabled', sample: true, env: '/run/ferry/pinner-tls/tls.crt' },
+  pinnerTlsKey: { path: 'pinner.enabled', sample: true, env: '/run/ferry/pinner-tls/tls.key' },
+  pinnerBudget: { path: 'pinner.budget', sample: '1s', env: '1s' },
+  pinnerFreshFor: { path: 'pinner.freshFor', sample: '0', env: '0' },
+  pinnerInclude: { path: 'pinner.include', sample: ['^docker.io/'], env: '^docker.io/' },
+  pinnerExclude: {
+    path: 'pinner.exclude',
+    sample: ['^registry.k8s.io/', ':dev$'],
+    env: '^registry.k8s.io/,:dev$',
+  },
+  pinnerNamespace: { releaseNamespace: true },
   config: { exempt: 'every option has its own value and env variable; the chart writes no config file' },
 };
 
@@ -255,6 +268,13 @@ describe('agent flags in the chart', () => {
       });
       continue;
     }
+    if ('releaseNamespace' in m) {
+      it(`${o.flag}: the release namespace`, () => {
+        const ds = find(render({ namespace: 'ops' }), 'DaemonSet', 'ferry');
+        assert.equal(envOf(container(ds, 'agent')).get(o.env), 'ops');
+      });
+      continue;
+    }
     it(`${o.flag}: value ${m.path} sets ${o.env}`, () => {
       assert.notEqual(getPath(chart.values, m.path), undefined, `${m.path} missing from values.yaml`);
       assert.ok(agentEnv().has(o.env), `${o.env} not set with default values`);
@@ -264,11 +284,11 @@ describe('agent flags in the chart', () => {
     });
   }
 
-  it('set only FERRY_ variables that are agent flags (or the provisional pinner block)', () => {
+  it('set only FERRY_ variables that are agent flags', () => {
     const known = new Set(agentOptions.map((o) => o.env));
     for (const name of agentEnv(everythingOn).keys()) {
       if (!name.startsWith('FERRY_')) continue;
-      assert.ok(known.has(name) || name.startsWith('FERRY_PINNER'), `${name} is no agent flag`);
+      assert.ok(known.has(name), `${name} is no agent flag`);
     }
   });
 
@@ -343,6 +363,7 @@ const MUTATIONS: Record<string, unknown> = {
   'pinner.port': 9443,
   'pinner.resolveTags.enabled': false,
   'pinner.budget': '1s',
+  'pinner.freshFor': '30s',
   'pinner.include': ['^docker.io/'],
   'pinner.exclude': ['^registry.k8s.io/'],
   'pinner.webhook.namespaceLabel': 'example.com/pin',
