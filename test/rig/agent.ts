@@ -91,6 +91,10 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
     `--containerd-config-path=${opts.containerd.hostsDir}`,
     `--data-dir=${dataDir}`,
     '--log-level=debug',
+    // Tests share two cores among several containerd daemons and agents: a DHT lookup that a quiet node
+    // answers in a few ms can stall past the production default (20 ms) here and turn a hit into a miss.
+    // Nothing in the tests asserts time; a later flag in `args` overrides this.
+    '--mirror-resolve-timeout=1s',
     ...(opts.bootstrapPeers?.length ? [`--bootstrap-peers=${opts.bootstrapPeers.join(',')}`] : []),
     ...(opts.args ?? []),
   ];
