@@ -78,6 +78,7 @@ interface KadInternals {
   };
   providers: {
     addProvider(cid: CID, provider: PeerId): Promise<void>;
+    getProviders(cid: CID, options?: { signal?: AbortSignal }): Promise<PeerId[]>;
   };
 }
 
@@ -85,7 +86,8 @@ function kadInternals(dht: KadDHT): KadInternals {
   const candidate = dht as unknown as Partial<KadInternals>;
   if (
     typeof candidate.routingTable?.closestPeers !== 'function' ||
-    typeof candidate.providers?.addProvider !== 'function'
+    typeof candidate.providers?.addProvider !== 'function' ||
+    typeof candidate.providers?.getProviders !== 'function'
   ) {
     throw new Error(
       '@libp2p/kad-dht: routingTable.closestPeers / providers.addProvider not found (version changed?)',
@@ -629,6 +631,38 @@ class FerryNode implements P2PNode {
     }
     const signal = AbortSignal.any([opts.signal, this.stopController.signal]);
     const seen = new Set<string>();
+    // Our own provider store first: the batched provide pushes every record to the k peers closest to
+    // its key, so while we know fewer than k DHT peers (a cluster of up to k+1 nodes) every node's
+    // records land here. A hit then costs no network round trip, and a key nobody pushed to us is a
+    // miss at once, so containerd falls back to the upstream without waiting for a deadline. After a
+    // local hit the network query still runs for more providers (the caller stops it once one wins).
+    const known = this.candidates().length;
+    const complete = known > 0 && known < this.libp2p.services.dht.k;
+    let local = 0;
+    try {
+      for (const id of await this.kad.providers.getProviders(cid, { signal })) {
+        const key = id.toString();
+        if (key === this.peerId || seen.has(key)) {
+          continue;
+        }
+        seen.add(key);
+        const peer = await this.toPeer({ id, multiaddrs: [] }, signal);
+        if (signal.aborted) {
+          return;
+        }
+        if (peer !== undefined) {
+          local++;
+          yield peer;
+        }
+      }
+    } catch (err) {
+      if (!signal.aborted) {
+        this.log.warn({ key, err: errorText(err) }, 'local provider lookup failed');
+      }
+    }
+    if ((complete && local === 0) || signal.aborted) {
+      return;
+    }
     try {
       for await (const event of this.libp2p.services.dht.findProviders(cid, { signal })) {
         if (event.name !== 'PROVIDER') {
