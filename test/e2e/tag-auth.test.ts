@@ -52,7 +52,8 @@ async function startNodeAgent(i: number, extra: string[] = []): Promise<AgentHan
     containerd: n.containerd,
     dir: join(dir, n.name, 'agent'),
     bootstrapPeers: nodes.filter((_, j) => j !== i).map((m) => `${m.host}:${AGENT_PORTS.router}`),
-    args: [`--mirrored-registries=${upstream.url}`, ...extra],
+    // A generous DHT window for a loaded CI machine (the default 20ms is tuned for a quiet cluster).
+    args: [`--mirrored-registries=${upstream.url}`, '--mirror-resolve-timeout=300ms', ...extra],
   });
   disposers.push(() => agent.stop());
   n.agent = agent;

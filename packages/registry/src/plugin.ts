@@ -20,6 +20,7 @@ import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
 import type {
   ContentInfo,
   ContentSource,
+  Peer,
   Router,
   TagMode,
   TagRecordStore,
@@ -292,6 +293,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     tagEv: TagEvent,
     signal: AbortSignal,
     req: FastifyRequest,
+    holders: Peer[],
   ): Promise<TagResolution | string> => {
     const upstream = tags?.upstream;
     if (upstream === undefined) {
@@ -335,7 +337,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     }
     if (signal.aborted) return 'client went away';
     // The upstream cannot answer: the newest digest the cluster resolved.
-    const best = await lastKnownOf(registry, repository, tag, signal, req);
+    const best = await lastKnownOf(registry, repository, tag, signal, req, holders);
     if (best === undefined) {
       tagEv.outcome = 'miss';
       return `upstream unavailable (${outcome.reason}) and no last-known digest in the cluster`;
@@ -354,6 +356,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     tag: string,
     signal: AbortSignal,
     req: FastifyRequest,
+    holders: Peer[],
   ): Promise<TagResolution | undefined> => {
     const [rec, img, answers] = await Promise.all([
       tags?.lastKnown?.get(registry, repository, tag).catch((err: unknown) => {
@@ -392,6 +395,10 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     }
     let best: TagResolution | undefined;
     for (const c of candidates) if (best === undefined || c.resolvedAt > best.resolvedAt) best = c;
+    if (best !== undefined) {
+      const digest = best.digest;
+      holders.push(...answers.filter((a) => a.digest === digest).map((a) => a.peer));
+    }
     if (best?.source === 'peer' && tags?.lastKnown !== undefined) {
       // Survive a restart during the outage; the resolution keeps its original time.
       if (rec === undefined || best.resolvedAt > rec.resolvedAt) {
@@ -545,6 +552,8 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
 
     // 2b. tag modes
     let routeKey = ev.key;
+    /** Peers known to hold the digest a tag resolved to (they answered it): tried before a lookup. */
+    const holders: Peer[] = [];
     if (d.tag !== undefined && tags !== undefined) {
       const mode = tags.modeFor(d.registry, d.repository, d.tag);
       if (!ev.mirrored) ev.tag = { mode, outcome: 'miss' };
@@ -564,7 +573,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
         d = byDigest(d, best.digest);
       } else if (mode === 'verify') {
         const tagEv = ev.tag as TagEvent;
-        const r = await verifyTag(d.registry, d.repository, d.tag, tagEv, signal, req);
+        const r = await verifyTag(d.registry, d.repository, d.tag, tagEv, signal, req, holders);
         if (typeof r === 'string') {
           ev.outcome = 'miss';
           return sendError(reply, ctx, 404, unknown, `${ev.key}: ${r}`);
@@ -596,7 +605,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       }
     }
     const result = await mirror(
-      settings,
+      holders.length === 0 ? settings : { ...settings, router: preferring(holders, settings.router) },
       {
         kind: d.kind,
         method: ev.method,
@@ -674,6 +683,19 @@ function resolutionOf(
     digest: info.digest,
     size: info.size,
     ...(info.mediaType === undefined ? {} : { mediaType: info.mediaType }),
+  };
+}
+
+/** A router that yields `first` (peers known to hold the key), then the router's other providers. */
+function preferring(first: Peer[], router: Router): Router {
+  return {
+    async *lookup(key, options) {
+      for (const p of first) {
+        if (options.signal.aborted) return;
+        yield p;
+      }
+      for await (const p of router.lookup(key, options)) if (!first.some((f) => f.id === p.id)) yield p;
+    },
   };
 }
 

@@ -66,8 +66,10 @@ async function headPeer(
 
 /**
  * Finds peers advertising a tag key and asks each (HEAD, `X-Ferry-Mirrored`) which digest the tag names
- * and when that was resolved. Stops at `maxPeers` answers, at the deadline, or when the router has
- * yielded nothing new for `s.resolveTimeoutMs` while no question is in flight. Never throws.
+ * and when that was resolved. Stops at `maxPeers` answers, when the lookup has ended and every question
+ * is answered, at the deadline (this path runs only when the upstream cannot answer, so it waits for a
+ * first answer), or, once an answer is in, when the router has yielded nothing new for
+ * `s.resolveTimeoutMs` while no question is in flight. Never throws.
  */
 export async function askPeersForTag(
   s: MirrorSettings,
@@ -119,7 +121,8 @@ export async function askPeersForTag(
       if (answers.length >= q.maxPeers) break;
       if (inflight === 0 && (lookupDone || asked.size >= q.maxPeers)) break;
       let waitMs = Number.POSITIVE_INFINITY;
-      if (inflight === 0) {
+      if (inflight === 0 && answers.length > 0) {
+        // One answer is in: give the router a short window for more, then go with what we have.
         waitMs = lastEvent + s.resolveTimeoutMs - performance.now();
         if (waitMs <= 0) break;
       }

@@ -371,3 +371,45 @@ describe('tag modes with a RefPolicy', () => {
     assert.deepEqual(ev.list[0]?.tag, { mode: 'upstream', outcome: 'deferred' });
   });
 });
+
+describe('last-known answers from peers', () => {
+  it('waits for a slow router during an outage, and fetches the manifest from the peer that answered', async (t) => {
+    const img = sampleImage(1000);
+    const aStore = createMemoryTagStore();
+    await aStore.record({
+      registry: 'docker.io',
+      repository: 'library/app',
+      tag: 'v1',
+      digest: img.manifestDigest,
+      resolvedAt: 7,
+      source: 'upstream',
+    });
+    const a = await startPeer(t, 'A', { tags: { modeFor: () => 'verify', lastKnown: aStore } });
+    storeImage(a.source, img);
+    const lookups: string[] = [];
+    // The tag key's provider arrives after 100 ms (slower than mirrorResolveTimeoutMs); the digest has none.
+    const slowRouter = {
+      async *lookup(key: string, { signal }: { signal: AbortSignal }) {
+        lookups.push(key);
+        if (key !== KEY) return;
+        await new Promise((r) => setTimeout(r, 100));
+        if (!signal.aborted) yield a.peer;
+      },
+    };
+    const { upstream } = fakeUpstream(() => ({ kind: 'unavailable', reason: '503' }));
+    const ev = events();
+    const app = await createRegistryServer({
+      source: createMemoryContentSource(),
+      router: slowRouter,
+      observer: ev.observer,
+      mirrorResolveTimeoutMs: 20,
+      tags: { modeFor: () => 'verify', upstream, lastKnown: createMemoryTagStore() },
+    });
+    t.after(() => app.close());
+    const res = await app.inject({ url: URL_V1 });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['docker-content-digest'], img.manifestDigest);
+    assert.equal(ev.list[0]?.peer, 'A');
+    assert.equal(ev.list[0]?.tag?.outcome, 'last-known');
+  });
+});
