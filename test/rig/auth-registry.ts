@@ -145,16 +145,41 @@ export async function startAuthRegistry(opts: AuthRegistryOptions): Promise<Auth
   const issuer = 'ferry-rig-token-issuer';
   const tokenRequests: TokenRequestRecord[] = [];
 
+  /**
+   * The token endpoint, both ways clients use it: GET with Basic auth and `service`/`scope` in the query
+   * (the Docker token spec), and POST with a form body (`grant_type=password`, `username`, `password`,
+   * `service`, `scope`: the OAuth2 flow containerd uses when it has credentials).
+   */
   function issue(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://issuer');
-    if (url.pathname !== '/token') {
+    if (url.pathname !== '/token' || (req.method !== 'GET' && req.method !== 'POST')) {
       res.writeHead(404).end();
       return;
     }
-    const svc = url.searchParams.get('service') ?? undefined;
-    const scopes = url.searchParams.getAll('scope').flatMap((s) => s.split(' ').filter(Boolean));
-    const basic = parseBasic(req.headers.authorization);
-    if (req.headers.authorization !== undefined && (!basic || users[basic.user] !== basic.password)) {
+    if (req.method === 'GET') {
+      grant(url.searchParams, req.headers.authorization, res);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+      if (form.get('grant_type') !== 'password') {
+        // refresh tokens are not issued here; clients then fall back to GET
+        res.writeHead(404).end();
+        return;
+      }
+      const user = form.get('username') ?? '';
+      const basic = `Basic ${Buffer.from(`${user}:${form.get('password') ?? ''}`).toString('base64')}`;
+      grant(form, basic, res);
+    });
+  }
+
+  function grant(params: URLSearchParams, authorization: string | undefined, res: ServerResponse): void {
+    const svc = params.get('service') ?? undefined;
+    const scopes = params.getAll('scope').flatMap((s) => s.split(' ').filter(Boolean));
+    const basic = parseBasic(authorization);
+    if (authorization !== undefined && (!basic || users[basic.user] !== basic.password)) {
       tokenRequests.push({ service: svc, scopes, status: 401, granted: [] });
       res.writeHead(401, {
         'content-type': 'application/json',
