@@ -57,11 +57,15 @@ test('a blob transfer in flight at SIGTERM completes, and the agent then exits 0
   // The agent stops accepting connections but stays up while our transfer runs.
   await waitFor(
     async () => {
-      const refused = await fetch(`${agent.registryUrl}/v2/`, { signal: AbortSignal.timeout(1000) }).then(
-        () => false,
-        () => true,
+      // A new connection each time (no pooled keep-alive socket), and only a refusal counts.
+      const error = await open(`${agent.registryUrl}/v2/`).then(
+        (r) => {
+          r.resume();
+          return undefined;
+        },
+        (err: NodeJS.ErrnoException) => err,
       );
-      return refused;
+      return error?.code === 'ECONNREFUSED';
     },
     { timeoutMs: 15_000, intervalMs: 50, what: 'the registry refuses new connections after SIGTERM' },
   );

@@ -291,13 +291,21 @@ async function drain(server: FastifyInstance, graceMs: number): Promise<boolean>
   const http = server.server;
   if (!http.listening) return true;
   const closed = new Promise<boolean>((resolve) => http.close(() => resolve(true)));
+  // A keep-alive connection that was busy when the drain began would otherwise stay open once idle and
+  // keep taking requests: answer on it with `Connection: close`, and close connections as they go idle.
+  const lastOnConnection = (_req: unknown, res: { setHeader(name: string, value: string): void }) =>
+    res.setHeader('connection', 'close');
+  http.prependListener('request', lastOnConnection);
   http.closeIdleConnections();
+  const sweep = setInterval(() => http.closeIdleConnections(), 100);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(false), graceMs);
   });
   const ok = await Promise.race([closed, timeout]);
   clearTimeout(timer);
+  clearInterval(sweep);
+  http.off('request', lastOnConnection);
   if (!ok) http.closeAllConnections();
   return ok;
 }
