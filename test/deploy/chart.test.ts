@@ -589,7 +589,7 @@ describe('pinner webhook', () => {
     assert.ok(hook.timeoutSeconds >= 1 && hook.timeoutSeconds <= 10);
     assert.deepEqual(
       hook.rules.map((r) => [r.apiGroups, r.resources]),
-      [[[''], ['pods']]],
+      [[[''], ['pods', 'pods/ephemeralcontainers']]],
     );
     assert.deepEqual(hook.namespaceSelector.matchExpressions, [
       { key: 'ferry.dev/pin', operator: 'In', values: ['enabled'] },

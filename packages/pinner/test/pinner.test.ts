@@ -289,6 +289,20 @@ describe('review', () => {
     assert.equal(ops[1]!.path, '/metadata/annotations/ferry.dev~1pinned');
   });
 
+  it('pins an ephemeral container added through the pods/ephemeralcontainers subresource (kubectl debug)', async () => {
+    const { pinner } = pinnerWith({ 'docker.io/library/busybox:1': resolved(D2) });
+    const old = pod({ containers: [{ name: 'a', image: `a:1@${D1}` }] });
+    const next = pod({ ...old.spec, ephemeralContainers: [{ name: 'debugger', image: 'busybox:1' }] });
+    const res = await pinner.review(
+      review(next, { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: old }),
+    );
+    assert.equal(res.status, 200);
+    const ops = patchOf(res.body).filter((o) => o.op === 'replace');
+    assert.deepEqual(ops, [
+      { op: 'replace', path: '/spec/ephemeralContainers/0/image', value: `busybox:1@${D2}` },
+    ]);
+  });
+
   it('handles a pod with 500 containers', async () => {
     const answers: Record<string, { kind: 'resolved'; digest: string }> = {};
     for (let i = 0; i < 50; i++) answers[`docker.io/library/img${i}:v`] = resolved(D1);
