@@ -634,11 +634,12 @@ class FerryNode implements P2PNode {
     // Our own provider store first: the batched provide pushes every record to the k peers closest to
     // its key, so while we know fewer than k DHT peers (a cluster of up to k+1 nodes) every node's
     // records land here. A hit then costs no network round trip, and a key nobody pushed to us is a
-    // miss at once, so containerd falls back to the upstream without waiting for a deadline. After a
-    // local hit the network query still runs for more providers (the caller stops it once one wins).
+    // miss at once, so containerd falls back to the upstream without waiting for a deadline; and a hit
+    // lists every provider there is, so no network query runs (it would cost every node CPU on each
+    // request for nothing). In a larger cluster the network query follows for more providers (the
+    // caller stops it once one wins).
     const known = this.candidates().length;
     const complete = known > 0 && known < this.libp2p.services.dht.k;
-    let local = 0;
     try {
       for (const id of await this.kad.providers.getProviders(cid, { signal })) {
         const key = id.toString();
@@ -651,7 +652,6 @@ class FerryNode implements P2PNode {
           return;
         }
         if (peer !== undefined) {
-          local++;
           yield peer;
         }
       }
@@ -660,7 +660,7 @@ class FerryNode implements P2PNode {
         this.log.warn({ key, err: errorText(err) }, 'local provider lookup failed');
       }
     }
-    if ((complete && local === 0) || signal.aborted) {
+    if (complete || signal.aborted) {
       return;
     }
     try {

@@ -142,7 +142,12 @@ test('advertise on A: lookup from B yields A with its IP and registry port; neve
   // a second provider: both found, each once, self excluded
   const c = nodes[2] as P2PNode;
   await c.advertise([layer]);
-  const fromB = await collect(b, layer);
+  // ADD_PROVIDER has no reply: B stores C's record a moment after C's advertise resolves.
+  let fromB: Awaited<ReturnType<typeof collect>> = [];
+  await until('both providers from B', async () => {
+    fromB = await collect(b, layer);
+    return fromB.length === 2;
+  });
   assert.deepEqual(fromB.map((p) => p.id).sort(), [a.peerId, c.peerId].sort());
   assert.deepEqual(
     fromB.find((p) => p.id === c.peerId),
