@@ -71,6 +71,7 @@ function containerdContentSource(client: ContainerdClient, tracker: Tracker): Co
       return mediaType ? { digest, size: info.size, mediaType } : { digest, size: info.size };
     },
     open: (digest: string, range?: ByteRange) => client.open(digest, range),
+    openFile: (digest: string) => client.openFile(digest),
   };
 }
 

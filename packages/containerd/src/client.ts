@@ -1,5 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
-import { open as openFile } from 'node:fs/promises';
+import { type FileHandle, open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -249,16 +249,21 @@ export function createContainerdClient(opts: ContainerdOptions): ContainerdClien
     return stream;
   }
 
-  async function openFileFast(digest: string, range?: ByteRange): Promise<NodeJS.ReadableStream | undefined> {
+  /** The blob's file under contentPath, opened read-only; undefined when missing or unreadable. */
+  async function openContentFile(digest: string): Promise<FileHandle | undefined> {
     if (!opts.contentPath) return undefined;
     const p = parseDigestPath(digest);
     if (!p) return undefined;
-    let fh: Awaited<ReturnType<typeof openFile>>;
     try {
-      fh = await openFile(join(opts.contentPath, 'blobs', p.alg, p.hex), fsConstants.O_RDONLY);
+      return await openFile(join(opts.contentPath, 'blobs', p.alg, p.hex), fsConstants.O_RDONLY);
     } catch {
       return undefined; // missing or unreadable: the gRPC path decides
     }
+  }
+
+  async function openFileFast(digest: string, range?: ByteRange): Promise<NodeJS.ReadableStream | undefined> {
+    const fh = await openContentFile(digest);
+    if (!fh) return undefined;
     try {
       const { size } = await fh.stat();
       if (range && range.start >= size && !(size === 0 && range.start === 0)) {
@@ -331,6 +336,8 @@ export function createContainerdClient(opts: ContainerdOptions): ContainerdClien
       }
       return (await openFileFast(digest, range)) ?? (await openGrpc(digest, range));
     },
+
+    openFile: openContentFile,
 
     async readAll(digest, maxBytes) {
       const stream = await client.open(digest);

@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import type { ByteRange, Descriptor } from '@ferry/oci';
 
 export type { ByteRange, Descriptor };
@@ -87,6 +88,12 @@ export interface ContainerdClient {
    * ContainerdError OUT_OF_RANGE when the range starts past the end.
    */
   open(digest: string, range?: ByteRange): Promise<NodeJS.ReadableStream>;
+  /**
+   * The blob's file under `contentPath`, opened read-only, for callers that read it into their own
+   * buffers (the registry's zero-allocation blob path); undefined when there is no readable file (the
+   * caller falls back to {@link open}). The caller closes the handle.
+   */
+  openFile(digest: string): Promise<FileHandle | undefined>;
   /** A whole small blob (manifest, config) in memory; rejects with TOO_LARGE when it exceeds maxBytes. */
   readAll(digest: string, maxBytes: number): Promise<Buffer>;
   /**

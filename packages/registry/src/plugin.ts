@@ -1,3 +1,4 @@
+import type { OutgoingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
 import {
   type ByteRange,
@@ -14,6 +15,7 @@ import {
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { Agent } from 'undici';
+import { writeFileBody } from './file-body.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import type { RefPolicy } from './policy.ts';
 import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
@@ -463,6 +465,25 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       return reply.send(bytes);
     }
     if (info.size === 0) return reply.send(Buffer.alloc(0));
+    const file = source.openFile === undefined ? undefined : await source.openFile(info.digest);
+    if (file !== undefined) {
+      // The fast path writes the body itself from recycled buffers (file-body.ts).
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders);
+      try {
+        await writeFileBody(res, file, range?.start ?? 0, range?.end ?? info.size - 1, signal, (n) => {
+          ctx.event.bytes += n;
+        });
+      } catch (err) {
+        ctx.event.error = (err as Error).message;
+        req.log.warn({ err, key: ctx.event.key }, 'local blob read failed mid-body');
+        res.destroy(err as Error);
+      } finally {
+        await file.close().catch(() => {});
+      }
+      return reply;
+    }
     let stream: NodeJS.ReadableStream;
     try {
       stream = await source.open(info.digest, range);

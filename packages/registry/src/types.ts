@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import type { ByteRange } from '@ferry/oci';
 
 /** What the node holds for one digest. */
@@ -15,6 +16,11 @@ export interface ContentSource {
   stat(digest: string): Promise<ContentInfo | undefined>;
   /** Stream the content, or the inclusive byte range of it. */
   open(digest: string, range?: ByteRange): Promise<NodeJS.ReadableStream>;
+  /**
+   * Optional fast path: the content's file, opened read-only (the registry closes it), or undefined to
+   * fall back to {@link open}. Blob bodies are then read into recycled buffers (see `file-body.ts`).
+   */
+  openFile?(digest: string): Promise<FileHandle | undefined>;
 }
 
 /** A registry endpoint: http://host:port */
