@@ -169,6 +169,12 @@ async function readAll(stream: NodeJS.ReadableStream, limit: number): Promise<Bu
   return Buffer.concat(chunks);
 }
 
+/**
+ * Bytes a mirrored blob may run ahead of the client: the relay keeps the peer's connection draining
+ * while the client's socket takes the last chunks, and queued chunks leave in one writev.
+ */
+const RELAY_BUFFER_BYTES = 1024 * 1024;
+
 async function* counted(
   source: AsyncIterable<Buffer | string>,
   onBytes: (n: number) => void,
@@ -667,7 +673,7 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       return reply.send(result.buffer);
     }
     const stream = result.stream as AsyncGenerator<Buffer>;
-    const body = Readable.from(stream, { objectMode: false });
+    const body = Readable.from(stream, { objectMode: false, highWaterMark: RELAY_BUFFER_BYTES });
     body.once('error', (err) => {
       ev.error = err.message;
       req.log.warn({ err, key: ev.key }, 'mirrored blob stream failed');
