@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { access, cp, mkdir, open, readdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
+import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { isWildcardRegistry, parseRegistryUrl, RegistryUrlError } from './registry-url.ts';
@@ -106,12 +107,22 @@ interface Target {
   server: string | undefined;
 }
 
+/**
+ * `http://fd00::5:5000` → `http://[fd00::5]:5000`. Kubernetes substitutes `$(NODE_IP)` without brackets,
+ * so on an IPv6 node the chart's `http://$(NODE_IP):5000` arrives bare; the last `:<digits>` is the port.
+ */
+export function bracketBareIPv6(target: string): string {
+  const m = /^(https?:\/\/)([0-9a-fA-F:.]+):(\d+)$/.exec(target.trim());
+  if (m === null || !isIPv6(m[2] as string)) return target;
+  return `${m[1]}[${m[2]}]:${m[3]}`;
+}
+
 function planTargets(opts: ConfigureOptions): { targets: Target[]; all: boolean; mirrors: string[] } {
   if (opts.mirrorTargets.length === 0) throw new ConfigureError('at least one mirror target is required');
   const mirrors: string[] = [];
   for (const t of opts.mirrorTargets) {
     try {
-      const u = parseRegistryUrl(t, 'mirror target', true);
+      const u = parseRegistryUrl(bracketBareIPv6(t), 'mirror target', true);
       if (!mirrors.includes(u.origin)) mirrors.push(u.origin);
     } catch (err) {
       if (err instanceof RegistryUrlError) throw new ConfigureError(err.message);

@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { parse as parseToml } from 'smol-toml';
-import { ConfigureError, cleanupHosts, configureHosts, renderHostsToml } from '../src/configure.ts';
+import {
+  bracketBareIPv6,
+  ConfigureError,
+  cleanupHosts,
+  configureHosts,
+  renderHostsToml,
+} from '../src/configure.ts';
 
 const HEADER =
   '# Written by `ferry configure`: Ferry mirrors first, then the upstream (server).\n' +
@@ -234,6 +240,21 @@ ca = "/etc/containerd/certs.d/docker.io/ca.crt"
     >;
     assert.equal(priv.server, 'https://private.example:8443');
     assert.deepEqual(Object.keys(priv.host as object), ['http://127.0.0.11:5000']);
+  });
+
+  it('brackets an IPv6 node address substituted bare into a mirror target', async (t) => {
+    assert.equal(bracketBareIPv6('http://fd00::5:5000'), 'http://[fd00::5]:5000');
+    assert.equal(bracketBareIPv6('http://[fd00::5]:5000'), 'http://[fd00::5]:5000');
+    assert.equal(bracketBareIPv6('http://10.0.0.5:5000'), 'http://10.0.0.5:5000');
+    assert.equal(bracketBareIPv6('http://registry.local:5000'), 'http://registry.local:5000');
+    const dir = await tempDir(t);
+    await configureHosts({
+      hostsDir: dir,
+      mirrorTargets: ['http://fd00::5:5000'],
+      mirroredRegistries: ['docker.io'],
+    });
+    const docker = parseToml((await snapshot(dir))['docker.io/hosts.toml']!) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(docker.host as object), ['http://[fd00::5]:5000']);
   });
 
   it('rejects bad URLs with clear errors', async (t) => {
