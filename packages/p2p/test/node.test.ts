@@ -2,6 +2,7 @@
 // owns 127.77.1-19.x); port 0 unless the test needs a shared port, as in a cluster.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
@@ -21,6 +22,17 @@ async function until(
     }
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 async function start(t: TestContext, opts: P2PNodeOptions): Promise<P2PNode> {
@@ -93,7 +105,9 @@ test('ready() is false alone and becomes true once a static bootstrap peer is co
 });
 
 test('DNS bootstrap dials every resolved address except our own, re-trying while alone', async (t) => {
-  const port = 47011; // one port for all nodes, distinct IPs: like a DaemonSet
+  // One port for all nodes, distinct IPs: like a DaemonSet. Free on this machine right now (another
+  // test run may share the loopback block).
+  const port = await freePort('127.77.2.1');
   const asked: string[] = [];
   let answer: string[] = [];
   const resolver = async (name: string) => {
@@ -106,7 +120,7 @@ test('DNS bootstrap dials every resolved address except our own, re-trying while
   const opts = (i: number): P2PNodeOptions => ({
     listen: { host: `127.77.2.${i}`, port },
     registryPort: 5000,
-    bootstrapDns: ['ferry.test.svc:47011', 'missing.test.svc:47011'],
+    bootstrapDns: [`ferry.test.svc:${port}`, `missing.test.svc:${port}`],
     resolver,
     bootstrapRetryMs: 50,
   });
