@@ -1,10 +1,11 @@
 /**
  * SIGTERM drains: a blob transfer in flight when the agent gets SIGTERM (a slow reader of a multi-MB
- * layer) completes with every byte, new connections are refused meanwhile, and the process exits 0.
+ * layer) completes with every byte, new connections are refused meanwhile, the transfer's keep-alive
+ * connection is closed once idle, and the process exits 0.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { get, type IncomingMessage } from 'node:http';
+import { Agent, get, type IncomingMessage } from 'node:http';
 import { after, before, test } from 'node:test';
 import {
   type BuiltImage,
@@ -29,9 +30,9 @@ before(async () => {
 });
 after(() => cluster?.dispose());
 
-function open(url: string): Promise<IncomingMessage> {
+function open(url: string, agent: Agent | false = false): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = get(url, { agent: false }, resolve);
+    const req = get(url, { agent }, resolve);
     req.on('error', reject);
   });
 }
@@ -40,7 +41,11 @@ test('a blob transfer in flight at SIGTERM completes, and the agent then exits 0
   const layer = image.layers[0]!;
   const agent = node.agent!;
   const url = `${agent.registryUrl}/v2/demo/big/blobs/${layer.digest}?ns=${encodeURIComponent(cluster.upstream.host)}`;
-  const res = await open(url);
+  // A keep-alive connection, as containerd's: once the transfer ends it goes idle, and the drain must
+  // close it (an idle keep-alive connection would hold the server open past the grace period).
+  const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
+  after(() => keepAlive.destroy());
+  const res = await open(url, keepAlive);
   assert.equal(res.statusCode, 200);
   assert.equal(Number(res.headers['content-length']), layer.size);
 
