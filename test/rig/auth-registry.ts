@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Cleanup, type Daemon, spawnDaemon } from './daemon.ts';
 import { waitFor } from './net.ts';
+import { registryConfig } from './registry.ts';
 
 export interface AuthRegistryOptions {
   /** Loopback address for the registry and the token issuer (from an AddressBlock). */
@@ -243,35 +244,11 @@ export async function startAuthRegistry(opts: AuthRegistryOptions): Promise<Auth
   const writeConfig = (auth: boolean) =>
     writeFileSync(
       configFile,
-      [
-        'version: 0.1',
-        'log:',
-        '  level: warn',
-        '  formatter: text',
-        '  accesslog:',
-        '    disabled: true',
-        'storage:',
-        '  filesystem:',
-        `    rootdirectory: ${JSON.stringify(storage)}`,
-        '  delete:',
-        '    enabled: true',
-        '  maintenance:',
-        '    uploadpurging:',
-        '      enabled: false',
-        'http:',
-        `  addr: ${JSON.stringify(`${opts.host}:${port}`)}`,
-        ...(auth
-          ? [
-              'auth:',
-              '  token:',
-              `    realm: ${JSON.stringify(realm)}`,
-              `    service: ${JSON.stringify(service)}`,
-              `    issuer: ${JSON.stringify(issuer)}`,
-              `    rootcertbundle: ${JSON.stringify(certFile)}`,
-            ]
-          : []),
-        '',
-      ].join('\n'),
+      registryConfig(
+        storage,
+        `${opts.host}:${port}`,
+        auth ? { realm, service, issuer, rootcertbundle: certFile } : undefined,
+      ),
     );
 
   const url = `http://${opts.host}:${port}`;

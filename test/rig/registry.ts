@@ -1,6 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { type Cleanup, type Daemon, spawnDaemon } from './daemon.ts';
 import { waitFor } from './net.ts';
 
@@ -43,29 +44,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<RegistryHand
   mkdirSync(storage, { recursive: true });
   const configFile = join(dir, 'config.yml');
   const logFile = join(dir, 'registry.log');
-  // No debug listener (http.debug absent), no notifications, no redis; access log off.
-  writeFileSync(
-    configFile,
-    [
-      'version: 0.1',
-      'log:',
-      '  level: warn',
-      '  formatter: text',
-      '  accesslog:',
-      '    disabled: true',
-      'storage:',
-      '  filesystem:',
-      `    rootdirectory: ${JSON.stringify(storage)}`,
-      '  delete:',
-      '    enabled: true',
-      '  maintenance:',
-      '    uploadpurging:',
-      '      enabled: false',
-      'http:',
-      `  addr: ${JSON.stringify(`${opts.host}:${port}`)}`,
-      '',
-    ].join('\n'),
-  );
+  writeFileSync(configFile, registryConfig(storage, `${opts.host}:${port}`));
   const url = `http://${opts.host}:${port}`;
   let daemon: Daemon | undefined;
 
@@ -106,4 +85,30 @@ export async function startRegistry(opts: RegistryOptions): Promise<RegistryHand
   opts.t?.after(() => handle.dispose());
   await handle.start();
   return handle;
+}
+
+/** Token authentication settings of a docker-registry config (`auth.token`). */
+export interface RegistryTokenAuth {
+  realm: string;
+  service: string;
+  issuer: string;
+  rootcertbundle: string;
+}
+
+/**
+ * docker-registry's config.yml: filesystem storage with deletes on, listening on `addr`; no debug listener,
+ * notifications, redis, upload purging or access log. With `auth`, Bearer tokens from that issuer.
+ */
+export function registryConfig(storage: string, addr: string, auth?: RegistryTokenAuth): string {
+  return stringify({
+    version: 0.1,
+    log: { level: 'warn', formatter: 'text', accesslog: { disabled: true } },
+    storage: {
+      filesystem: { rootdirectory: storage },
+      delete: { enabled: true },
+      maintenance: { uploadpurging: { enabled: false } },
+    },
+    http: { addr },
+    ...(auth === undefined ? {} : { auth: { token: auth } }),
+  });
 }
