@@ -12,6 +12,7 @@ export {
 } from './credentials.ts';
 export { createMemoryLastKnownStore, openLastKnownStore } from './store.ts';
 export type {
+  ContentOutcome,
   DockerAuthEntry,
   DockerConfig,
   LastKnownStore,

@@ -23,6 +23,22 @@ export type UpstreamOutcome =
   /** 404 MANIFEST_UNKNOWN / NAME_UNKNOWN. */
   | { kind: 'not-found' };
 
+/** What the upstream answered for content (a blob or a manifest) by digest. */
+export type ContentOutcome =
+  | {
+      kind: 'content';
+      /** The whole content's size (from Content-Length, or Content-Range's total). */
+      size: number;
+      /** Where `body` starts (the requested offset). */
+      offset: number;
+      mediaType?: string;
+      /** The bytes from `offset` to the end, unverified. */
+      body: AsyncIterable<Buffer>;
+      /** Stop reading and release the connection. */
+      cancel(): void;
+    }
+  | Exclude<UpstreamOutcome, { kind: 'resolved' }>;
+
 /** One entry of a Docker `config.json` `auths` map. */
 export interface DockerAuthEntry {
   /** base64 of `username:password`. */
@@ -61,6 +77,19 @@ export interface UpstreamClient {
     tag: string,
     opts?: { signal?: AbortSignal },
   ): Promise<UpstreamOutcome>;
+  /**
+   * GET a blob or manifest by digest, streaming, through the same endpoints, auth flows and
+   * credentials as `resolveTag`; `offset` > 0 asks for the rest (Range). The deadline covers the
+   * headers (token fetch included); the body then flows until `signal` aborts. Network failures are
+   * outcomes (`unavailable`), never exceptions; a body may still fail mid-way.
+   */
+  fetchContent(
+    registry: string,
+    repository: string,
+    kind: 'blobs' | 'manifests',
+    digest: string,
+    opts?: { offset?: number; signal?: AbortSignal },
+  ): Promise<ContentOutcome>;
   /** True when the credentials hold an entry for this registry (normalised host). */
   hasCredentials(registry: string): boolean;
   close(): Promise<void>;

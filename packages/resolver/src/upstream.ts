@@ -9,6 +9,7 @@ import {
 } from '@ferry/oci';
 import { Agent, type Dispatcher, request } from 'undici';
 import { parseChallenge } from './challenge.ts';
+import { fetchContent } from './content.ts';
 import { type Credential, decodeDockerConfig } from './credentials.ts';
 import type { UpstreamClient, UpstreamClientOptions, UpstreamOutcome } from './types.ts';
 
@@ -42,6 +43,24 @@ interface Reply {
 function header(h: Reply['headers'], name: string): string | undefined {
   const v = h[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+async function buffered(method: string, res: Dispatcher.ResponseData): Promise<Reply> {
+  if (method === 'HEAD' || res.statusCode < 200 || res.statusCode >= 300) {
+    await res.body.dump();
+    return { status: res.statusCode, headers: res.headers };
+  }
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of res.body) {
+    n += (chunk as Buffer).length;
+    if (n > MAX_MANIFEST_BYTES) {
+      res.body.destroy();
+      throw new Error(`response larger than ${MAX_MANIFEST_BYTES} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) };
 }
 
 function basic(username: string, password: string): string {
@@ -146,6 +165,24 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
 
   const tokenKey = (registry: string, scope: string) => `${registry} ${scope}`;
 
+  /** One HTTP request; the body is left unread (the caller consumes or dumps it). */
+  function open(
+    method: 'HEAD' | 'GET' | 'POST',
+    url: string,
+    headers: Record<string, string>,
+    signal: AbortSignal,
+    body?: string,
+  ): Promise<Dispatcher.ResponseData> {
+    return request(url, {
+      method,
+      headers: { 'user-agent': USER_AGENT, ...headers },
+      signal,
+      dispatcher,
+      ...(body === undefined ? {} : { body }),
+    });
+  }
+
+  /** One request; a GET 2xx body is read whole (bounded), every other body dumped. */
   async function send(
     method: 'HEAD' | 'GET' | 'POST',
     url: string,
@@ -153,28 +190,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
     signal: AbortSignal,
     body?: string,
   ): Promise<Reply> {
-    const res = await request(url, {
-      method,
-      headers: { 'user-agent': USER_AGENT, ...headers },
-      signal,
-      dispatcher,
-      ...(body === undefined ? {} : { body }),
-    });
-    if (method === 'HEAD' || res.statusCode < 200 || res.statusCode >= 300) {
-      await res.body.dump();
-      return { status: res.statusCode, headers: res.headers };
-    }
-    const chunks: Buffer[] = [];
-    let n = 0;
-    for await (const chunk of res.body) {
-      n += (chunk as Buffer).length;
-      if (n > MAX_MANIFEST_BYTES) {
-        res.body.destroy();
-        throw new Error(`response larger than ${MAX_MANIFEST_BYTES} bytes`);
-      }
-      chunks.push(chunk as Buffer);
-    }
-    return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) };
+    const res = await open(method, url, headers, signal, body);
+    return buffered(method, res);
   }
 
   function cachedAuth(registry: string, repository: string): Auth | undefined {
@@ -296,7 +313,34 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
     return r;
   }
 
-  /** One request with the auth dance: pre-attached auth, on 401 authorize and retry once. */
+  /**
+   * One request with the auth dance: pre-attached auth, on 401 authorize and retry once. The final
+   * response's body is unread (`ReplyOf` = the raw response) so blob bodies can stream.
+   */
+  async function exchangeRaw(
+    method: 'HEAD' | 'GET',
+    url: string,
+    registry: string,
+    repository: string,
+    signal: AbortSignal,
+    extra: Record<string, string> = {},
+  ): Promise<Dispatcher.ResponseData | UpstreamOutcome> {
+    let auth = cachedAuth(registry, repository);
+    const headers = (a: Auth | undefined): Record<string, string> =>
+      a ? { accept: ACCEPT, ...extra, authorization: a.header } : { accept: ACCEPT, ...extra };
+    let res = await open(method, url, headers(auth), signal);
+    if (res.statusCode !== 401) return res;
+    await res.body.dump();
+    if (auth?.tokenKey) tokens.delete(auth.tokenKey);
+    const next = await authorize(registry, repository, header(res.headers, 'www-authenticate'), auth, signal);
+    if ('kind' in next) return next;
+    auth = next;
+    res = await open(method, url, headers(auth), signal);
+    if ((res.statusCode === 401 || res.statusCode === 403) && auth.tokenKey) tokens.delete(auth.tokenKey);
+    return res;
+  }
+
+  /** {@link exchangeRaw} with the body read (manifests, bounded) or dumped. */
   async function exchange(
     method: 'HEAD' | 'GET',
     url: string,
@@ -304,24 +348,9 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
     repository: string,
     signal: AbortSignal,
   ): Promise<Reply | UpstreamOutcome> {
-    let auth = cachedAuth(registry, repository);
-    const headers = (a: Auth | undefined): Record<string, string> =>
-      a ? { accept: ACCEPT, authorization: a.header } : { accept: ACCEPT };
-    let reply = await send(method, url, headers(auth), signal);
-    if (reply.status !== 401) return reply;
-    if (auth?.tokenKey) tokens.delete(auth.tokenKey);
-    const next = await authorize(
-      registry,
-      repository,
-      header(reply.headers, 'www-authenticate'),
-      auth,
-      signal,
-    );
-    if ('kind' in next) return next;
-    auth = next;
-    reply = await send(method, url, headers(auth), signal);
-    if ((reply.status === 401 || reply.status === 403) && auth.tokenKey) tokens.delete(auth.tokenKey);
-    return reply;
+    const res = await exchangeRaw(method, url, registry, repository, signal);
+    if ('kind' in res) return res;
+    return buffered(method, res);
   }
 
   async function resolve(
@@ -370,6 +399,35 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
         return await resolve(reg, repository, tag, signal);
       } catch (err) {
         return { kind: 'unavailable', reason: describeError(err, deadline, callOpts.signal, timeoutMs) };
+      }
+    },
+    async fetchContent(registry, repository, kind, digest, callOpts = {}) {
+      const reg = normalizeRegistry(registry);
+      if (!isValidRepository(repository)) return { kind: 'not-found' };
+      const base = endpoints.get(reg) ?? defaultEndpoint(reg);
+      // The deadline bounds the headers; the body follows the caller's signal only.
+      const headers = new AbortController();
+      const timer = setTimeout(() => headers.abort(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
+      const signal = callOpts.signal ? AbortSignal.any([headers.signal, callOpts.signal]) : headers.signal;
+      try {
+        return await fetchContent(
+          (method, url, r, repo, s, extra) => exchangeRaw(method, url, r, repo, s, extra),
+          (url, h, s) => open('GET', url, h, s),
+          base,
+          reg,
+          repository,
+          kind,
+          digest,
+          Math.max(0, callOpts.offset ?? 0),
+          signal,
+        );
+      } catch (err) {
+        return {
+          kind: 'unavailable',
+          reason: describeError(err, headers.signal, callOpts.signal, timeoutMs),
+        };
+      } finally {
+        clearTimeout(timer);
       }
     },
     hasCredentials(registry) {
