@@ -13,12 +13,12 @@ import {
   type Candidate,
   closestCandidates,
   encodeAddProvider,
-  encodeProviderField,
   kadId,
-  messageType,
+  providerInfo,
 } from '../src/batch-provide.ts';
 import { SortedMemoryDatastore } from '../src/datastore.ts';
 import { keyToCid } from '../src/keys.ts';
+import { Message, MessageType } from '../src/proto/kad.js';
 
 interface KadMessage {
   type: string;
@@ -44,7 +44,7 @@ test('ADD_PROVIDER encoding decodes with kad-dht 16 own Message codec', async ()
   const cid = keyToCid(`sha256:${'ab'.repeat(32)}`);
   const body = encodeAddProvider(
     cid.multihash.bytes,
-    encodeProviderField(
+    providerInfo(
       peer.toMultihash().bytes,
       addrs.map((a) => a.bytes),
     ),
@@ -59,11 +59,31 @@ test('ADD_PROVIDER encoding decodes with kad-dht 16 own Message codec', async ()
     msg.providers[0]?.multiaddrs.map((b) => multiaddr(b).toString()),
     addrs.map((a) => a.toString()),
   );
-  assert.equal(messageType(body), 2);
-  assert.equal(messageType(Uint8Array.of(0x08, 0x05)), 5, 'PING');
-  assert.equal(messageType(Uint8Array.of(0x12, 0x01, 0x00, 0x08, 0x05)), 5, 'type after another field');
-  assert.equal(messageType(new Uint8Array()), 0, 'proto3 default');
-  assert.equal(messageType(Uint8Array.of(0x12, 0x80)), undefined, 'truncated');
+});
+
+test('generated codec reads kad-dht 16 messages: GET_PROVIDERS answers and PING', async () => {
+  const KadMessage = await kadModule<{
+    Message: { encode(m: object): Uint8Array };
+  }>('message/dht.js');
+  const peer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'));
+  const addr = multiaddr('/ip4/127.0.0.1/tcp/4001');
+  const key = keyToCid(`sha256:${'cd'.repeat(32)}`).multihash.bytes;
+  const answer = KadMessage.Message.encode({
+    type: 'GET_PROVIDERS',
+    key,
+    clusterLevel: 3,
+    record: Uint8Array.of(1, 2),
+    closer: [{ id: peer.toMultihash().bytes, multiaddrs: [addr.bytes] }],
+    providers: [{ id: peer.toMultihash().bytes, multiaddrs: [addr.bytes], connection: 'CONNECTED' }],
+  });
+  const decoded = Message.decode(answer);
+  assert.equal(decoded.type, MessageType.GET_PROVIDERS);
+  assert.deepEqual(decoded.key, key);
+  assert.deepEqual(decoded.providers[0]?.id, peer.toMultihash().bytes);
+  assert.equal(multiaddr(decoded.providers[0]?.multiaddrs[0] as Uint8Array).toString(), addr.toString());
+  assert.equal(decoded.closer.length, 1);
+  const ping = KadMessage.Message.encode({ type: 'PING', closer: [], providers: [] });
+  assert.equal(Message.decode(ping).type, MessageType.PING);
 });
 
 test('kadId matches kad-dht 16 convertBuffer (keys) and convertPeerId (peers)', async () => {

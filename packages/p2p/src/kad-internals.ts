@@ -1,0 +1,42 @@
+// Everything Ferry reads from kad-dht 16 beyond its exported interface, in one place: when kad-dht
+// changes, this file is the one to adapt. The members used are public class fields of `KadDHT`; they
+// are checked at start so that a changed version fails loudly instead of misbehaving.
+import type { PeerId } from '@libp2p/interface';
+import type { KadDHT } from '@libp2p/kad-dht';
+import type { CID } from 'multiformats/cid';
+
+/** The parts of kad-dht 16's service object Ferry uses. */
+export interface KadInternals {
+  routingTable: {
+    size: number;
+    closestPeers(kadId: Uint8Array, options?: { count?: number }): PeerId[];
+  };
+  providers: {
+    addProvider(cid: CID, provider: PeerId): Promise<void>;
+    getProviders(cid: CID, options?: { signal?: AbortSignal }): Promise<PeerId[]>;
+  };
+}
+
+/** All-zero Kademlia id: any target works to list the whole routing table. */
+const ZERO_KAD_ID = new Uint8Array(32);
+
+export function kadInternals(dht: KadDHT): KadInternals {
+  const candidate = dht as unknown as Partial<KadInternals>;
+  if (
+    typeof candidate.routingTable?.closestPeers !== 'function' ||
+    typeof candidate.routingTable?.size !== 'number' ||
+    typeof candidate.providers?.addProvider !== 'function' ||
+    typeof candidate.providers?.getProviders !== 'function'
+  ) {
+    throw new Error(
+      '@libp2p/kad-dht: routingTable.closestPeers / providers.addProvider not found (version changed?)',
+    );
+  }
+  return candidate as KadInternals;
+}
+
+/** Every peer in the routing table. */
+export function routingTablePeers(kad: KadInternals): PeerId[] {
+  const table = kad.routingTable;
+  return table.size > 0 ? table.closestPeers(ZERO_KAD_ID, { count: table.size }) : [];
+}

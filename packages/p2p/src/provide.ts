@@ -1,0 +1,358 @@
+// Ferry's provide: batched ADD_PROVIDER per peer instead of kad-dht's per-key provide, refresh at
+// half the record validity, retry of keys that reached no peer, and push of every advertised key to
+// a DHT peer as soon as it connects. kad-dht still stores the records (its RPC handler on every
+// peer) and answers GET_PROVIDERS; Ferry only decides what to send to whom, and when.
+import { setMaxListeners } from 'node:events';
+import type { KadDHT } from '@libp2p/kad-dht';
+import type { Libp2p } from 'libp2p';
+import type { CID } from 'multiformats/cid';
+import PQueue from 'p-queue';
+import {
+  closestCandidates,
+  encodeAddProvider,
+  kadId,
+  MAX_MESSAGES_PER_STREAM,
+  providerInfo,
+  sendAddProviders,
+} from './batch-provide.ts';
+import type { KadInternals } from './kad-internals.ts';
+import { keyToCid } from './keys.ts';
+import { DEFAULTS, errorText } from './options.ts';
+import type { PeerBook } from './peer-book.ts';
+import type { P2PLogger } from './types.ts';
+
+/**
+ * kad-dht 16 peers decode a DHT key with `CID.decode(multihash)`, which only works for sha2-256
+ * multihashes (read as CIDv0). sha512 digests therefore cannot be advertised or found.
+ */
+export const SHA2_256 = 0x12;
+
+export interface ProviderInit {
+  libp2p: Libp2p;
+  dht: KadDHT;
+  kad: KadInternals;
+  peers: PeerBook;
+  log: P2PLogger;
+  protocol: string;
+  provideConcurrency: number;
+  provideTimeoutMs: number;
+  recordValidityMs: number;
+}
+
+/** A key the caller wants advertised. */
+interface WantedKey {
+  cid: CID;
+  /** sha256 of the multihash bytes: the key's Kademlia id. */
+  kadId: Uint8Array;
+  /** When its records must be sent again (half the validity after the last send). */
+  refreshAt: number;
+}
+
+export class Provider {
+  private readonly init: ProviderInit;
+  private readonly log: P2PLogger;
+  private readonly queue: PQueue;
+  private readonly stopController = new AbortController();
+  /** Keys the caller wants advertised (advertise minus withdraw). */
+  private readonly wanted = new Map<string, WantedKey>();
+  /** Keys whose records reached at least one peer. */
+  private readonly advertised = new Set<string>();
+  /** Keys in a batch being sent (advertise, refresh or retry). */
+  private readonly inflight = new Map<string, Promise<unknown>>();
+  /** Keys to send again (reached no peer, or waiting for peers). */
+  private readonly pending = new Set<string>();
+  /** Batches running (advertise, refresh, retry, push to a new peer); awaited by stop(). */
+  private readonly batches = new Set<Promise<unknown>>();
+  /** Peers that got our advertised keys pushed since they connected. */
+  private readonly pushedTo = new Set<string>();
+  private refreshing: Promise<unknown> | undefined;
+  private nextRefreshAt = Number.POSITIVE_INFINITY;
+  private nextPendingRetryAt = 0;
+
+  constructor(init: ProviderInit) {
+    this.init = init;
+    this.log = init.log;
+    this.queue = new PQueue({ concurrency: init.provideConcurrency });
+    // every queued provide listens on the stop signal
+    setMaxListeners(Number.POSITIVE_INFINITY, this.stopController.signal);
+  }
+
+  private get stopped(): boolean {
+    return this.stopController.signal.aborted;
+  }
+
+  async advertise(keys: string[]): Promise<void> {
+    if (this.stopped) {
+      return;
+    }
+    const waits: Promise<unknown>[] = [];
+    const fresh: string[] = [];
+    for (const key of new Set(keys)) {
+      let cid: CID;
+      try {
+        cid = keyToCid(key);
+      } catch (err) {
+        this.log.warn({ key, err: errorText(err) }, 'not advertising an invalid key');
+        continue;
+      }
+      if (cid.multihash.code !== SHA2_256) {
+        this.log.warn({ key }, 'not advertising: kad-dht 16 only carries sha2-256 multihash keys');
+        continue;
+      }
+      if (!this.wanted.has(key)) {
+        this.wanted.set(key, { cid, kadId: kadId(cid.multihash.bytes), refreshAt: Number.POSITIVE_INFINITY });
+      }
+      const running = this.inflight.get(key);
+      if (running !== undefined) {
+        waits.push(running);
+        continue;
+      }
+      if (this.advertised.has(key)) {
+        continue;
+      }
+      this.pending.delete(key);
+      fresh.push(key);
+    }
+    if (fresh.length > 0) {
+      waits.push(this.runBatch(fresh, 'advertise'));
+    }
+    await Promise.all(waits);
+  }
+
+  async withdraw(keys: string[]): Promise<void> {
+    for (const key of new Set(keys)) {
+      let cid: CID;
+      try {
+        cid = keyToCid(key);
+      } catch {
+        continue;
+      }
+      const wasKnown = this.wanted.delete(key);
+      this.advertised.delete(key);
+      this.pending.delete(key);
+      if (!wasKnown || this.stopped) {
+        continue;
+      }
+      // no refresh from now on; a batch in flight removes the local record again when it ends
+      try {
+        await this.init.dht.cancelReprovide(cid);
+      } catch (err) {
+        this.log.warn({ key, err: errorText(err) }, 'cancelReprovide failed');
+      }
+    }
+  }
+
+  /** A DHT peer connected (identified): push it our records, once per connection. */
+  onPeerIdentified(peer: string): void {
+    if (this.pushedTo.has(peer)) {
+      return;
+    }
+    this.pushedTo.add(peer);
+    if (this.stopped || this.wanted.size === 0) {
+      return;
+    }
+    const keys = [...this.wanted.keys()];
+    const started = Date.now();
+    this.runBatch(keys, 'new peer', peer).then((reached) => {
+      this.log.info({ peer, keys: reached, ms: Date.now() - started }, 'pushed provider records to new peer');
+    });
+  }
+
+  onPeerDisconnected(peer: string): void {
+    this.pushedTo.delete(peer);
+  }
+
+  /** Housekeeping: refresh records half-way to expiry; while ready, retry keys that reached no peer. */
+  tick(now: number, ready: boolean): void {
+    this.refreshDue(now);
+    if (!ready || this.pending.size === 0 || now < this.nextPendingRetryAt) {
+      return;
+    }
+    this.nextPendingRetryAt = now + DEFAULTS.pendingRetryMs;
+    const keys = [...this.pending].filter((key) => !this.inflight.has(key));
+    this.pending.clear();
+    if (keys.length > 0) {
+      this.runBatch(keys, 'retry');
+    }
+  }
+
+  /** Abort every batch and wait for them. */
+  async stop(): Promise<void> {
+    this.stopController.abort();
+    await Promise.allSettled([...this.batches]);
+    await this.queue.onIdle();
+  }
+
+  /**
+   * Send again every key whose records are half-way to expiry, as one batch (one refresh at a
+   * time). Runs whether or not peers are known: it also rewrites our local records.
+   */
+  private refreshDue(now: number): void {
+    if (this.refreshing !== undefined || now < this.nextRefreshAt) {
+      return;
+    }
+    const due: string[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    for (const [key, entry] of this.wanted) {
+      if (entry.refreshAt <= now && !this.inflight.has(key)) {
+        due.push(key);
+      } else {
+        next = Math.min(next, entry.refreshAt);
+      }
+    }
+    this.nextRefreshAt = next;
+    if (due.length === 0) {
+      return;
+    }
+    this.log.debug({ keys: due.length }, 'refreshing provider records');
+    this.refreshing = this.runBatch(due, 'refresh').finally(() => {
+      this.refreshing = undefined;
+    });
+  }
+
+  /**
+   * Start a batch for `keys` (marked in flight unless it only targets one peer). The promise never
+   * rejects; the batch is awaited by stop().
+   */
+  private runBatch(keys: string[], reason: string, onlyPeer?: string): Promise<number> {
+    const job: Promise<number> = this.provideBatch(keys, onlyPeer)
+      .catch((err: unknown) => {
+        if (!this.stopped) {
+          this.log.warn({ reason, keys: keys.length, err: errorText(err) }, 'provide batch failed');
+        }
+        return 0;
+      })
+      .finally(() => {
+        this.batches.delete(job);
+        for (const key of keys) {
+          if (this.inflight.get(key) === job) {
+            this.inflight.delete(key);
+          }
+        }
+      });
+    this.batches.add(job);
+    if (onlyPeer === undefined) {
+      for (const key of keys) {
+        this.inflight.set(key, job);
+      }
+    }
+    return job;
+  }
+
+  /**
+   * Record us as provider of `keys` locally, then send ADD_PROVIDER for each key to the k peers
+   * closest to it (or only to `onlyPeer`, when it is among them). Keys that reached a peer become
+   * advertised; the others wait in `pending` for peers. Resolves to how many keys reached a peer.
+   */
+  private async provideBatch(allKeys: string[], onlyPeer: string | undefined): Promise<number> {
+    const keys = allKeys.filter((key) => this.wanted.has(key));
+    if (keys.length === 0 || this.stopped) {
+      return 0;
+    }
+    const self = this.init.libp2p.peerId;
+    if (onlyPeer === undefined) {
+      const refreshAt = Date.now() + Math.floor(this.init.recordValidityMs / 2);
+      for (const key of keys) {
+        const entry = this.wanted.get(key);
+        if (entry === undefined) {
+          continue;
+        }
+        entry.refreshAt = refreshAt;
+        this.nextRefreshAt = Math.min(this.nextRefreshAt, refreshAt);
+        // our own record: answers GET_PROVIDERS that reach us; rewriting it keeps kad-dht's
+        // per-key reprovider idle
+        await this.init.kad.providers.addProvider(entry.cid, self);
+      }
+    }
+    const reached = await this.sendRecords(keys, onlyPeer);
+    for (const key of keys) {
+      const entry = this.wanted.get(key);
+      if (entry === undefined) {
+        // withdrawn while in flight: take back the local record written above
+        await this.init.dht.cancelReprovide(keyToCid(key)).catch(() => {});
+        continue;
+      }
+      if (reached.has(key)) {
+        this.advertised.add(key);
+        this.pending.delete(key);
+      } else if (onlyPeer === undefined && !this.stopped) {
+        this.pending.add(key);
+      }
+    }
+    return reached.size;
+  }
+
+  /**
+   * Group `keys` per target peer (the k closest to each key) and write them in chunks, one stream
+   * per chunk, through the shared queue. Returns the keys that reached at least one peer.
+   */
+  private async sendRecords(keys: string[], onlyPeer: string | undefined): Promise<Set<string>> {
+    const reached = new Set<string>();
+    const candidates = this.init.peers.candidates();
+    if (candidates.length === 0) {
+      return reached;
+    }
+    const k = this.init.dht.k;
+    const perPeer = new Map<string, { peer: (typeof candidates)[number]; keys: string[] }>();
+    for (const key of keys) {
+      const entry = this.wanted.get(key);
+      if (entry === undefined) {
+        continue;
+      }
+      for (const peer of closestCandidates(entry.kadId, candidates, k)) {
+        if (onlyPeer !== undefined && peer.key !== onlyPeer) {
+          continue;
+        }
+        let group = perPeer.get(peer.key);
+        if (group === undefined) {
+          group = { peer, keys: [] };
+          perPeer.set(peer.key, group);
+        }
+        group.keys.push(key);
+      }
+    }
+    const libp2p = this.init.libp2p;
+    const provider = providerInfo(
+      libp2p.peerId.toMultihash().bytes,
+      libp2p.getMultiaddrs().map((a) => a.bytes),
+    );
+    const jobs: Promise<void>[] = [];
+    for (const { peer, keys: peerKeys } of perPeer.values()) {
+      for (let i = 0; i < peerKeys.length; i += MAX_MESSAGES_PER_STREAM) {
+        const chunk = peerKeys.slice(i, i + MAX_MESSAGES_PER_STREAM);
+        const send = async () => {
+          const messages: Uint8Array[] = [];
+          for (const key of chunk) {
+            const entry = this.wanted.get(key);
+            if (entry !== undefined) {
+              messages.push(encodeAddProvider(entry.cid.multihash.bytes, provider));
+            }
+          }
+          if (messages.length === 0) {
+            return;
+          }
+          const signal = AbortSignal.any([
+            AbortSignal.timeout(this.init.provideTimeoutMs),
+            this.stopController.signal,
+          ]);
+          await sendAddProviders(libp2p, peer.id, this.init.protocol, messages, signal);
+          for (const key of chunk) {
+            reached.add(key);
+          }
+        };
+        jobs.push(
+          this.queue.add(send, { signal: this.stopController.signal }).catch((err: unknown) => {
+            if (!this.stopped) {
+              this.log.warn(
+                { peer: peer.key, keys: chunk.length, err: errorText(err) },
+                'sending provider records failed',
+              );
+            }
+          }),
+        );
+      }
+    }
+    await Promise.all(jobs);
+    return reached;
+  }
+}
