@@ -38,3 +38,9 @@ export {
 } from './images.ts';
 export { type AddressBlock, allocateBlock, type WaitOptions, waitFor, waitForPort } from './net.ts';
 export { type RegistryHandle, type RegistryOptions, startRegistry } from './registry.ts';
+export {
+  type ProxiedBlob,
+  type ShapingProxyHandle,
+  type ShapingProxyOptions,
+  startShapingProxy,
+} from './shaping-proxy.ts';
