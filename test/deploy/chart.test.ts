@@ -1,6 +1,6 @@
 /**
- * Checks on the Helm chart (deploy/charts/ferry) that need no Helm: every template renders and parses
- * as YAML, every object validates against its Kubernetes schema, values.yaml validates against
+ * Checks on the Helm chart (deploy/charts/ferry) with real Helm: `helm lint --strict`, and every
+ * `helm template` (defaults and every optional part) parses as YAML, every object validates against its Kubernetes schema, values.yaml validates against
  * values.schema.json (which rejects misspellings and wrong types), every agent flag has a value and an
  * env mapping, every value changes the output, the init container's arguments work with the real
  * `ferry configure`, and the webhook and DaemonSet keep the properties the design asks for.
@@ -13,7 +13,7 @@ import { describe, it } from 'node:test';
 import { Ajv } from 'ajv';
 import { buildProgram, main as ferryMain } from '../../packages/agent/src/cli.ts';
 import { type AgentOptionName, agentOptions, resolveAgentConfig } from '../../packages/agent/src/config.ts';
-import { renderChart } from './helm.ts';
+import { helm, parseRendered, renderChart } from './helm.ts';
 import {
   chart,
   chartDir,
@@ -69,6 +69,7 @@ describe('chart templates', () => {
     ['defaults', {}],
     ['everything on, cert-manager present', { values: everythingOn, apiVersions: withCertManager }],
     ['everything on, chart-generated TLS', { values: everythingOn }],
+    ['cleanup off', { values: { cleanup: { enabled: false } } }],
     [
       'pinner without webhook, no mirror config, no persistence',
       {
@@ -90,11 +91,30 @@ describe('chart templates', () => {
     });
   }
 
-  it('reject syntax outside the checked subset (the renderer is strict)', () => {
-    const broken = { ...chart, templates: new Map([['templates/x.yaml', 'a: {{ .Values.nope.deeper }}']]) };
-    assert.throws(() => renderChart(broken), /nil pointer evaluating \.Values\.nope\.deeper/);
-    const unknownFn = { ...chart, templates: new Map([['templates/x.yaml', 'a: {{ tpl "x" . }}']]) };
-    assert.throws(() => renderChart(unknownFn), /function "tpl" not defined/);
+  for (const [name, values] of [
+    ['defaults', {}],
+    ['everything on', everythingOn],
+    ['cleanup off', { cleanup: { enabled: false } }],
+  ] as const) {
+    it(`pass helm lint --strict: ${name}`, () => {
+      const out = helm(
+        ['lint', '--strict', chartDir, '--namespace', 'ferry', '-f', '-'],
+        JSON.stringify(values),
+      );
+      assert.match(out, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+    });
+  }
+
+  it('are refused by helm when values break values.schema.json', () => {
+    assert.throws(
+      () => renderChart({ values: { ferry: { mirrorResolveTimeout: 'fast' } } }),
+      /values don't meet the specifications of the schema|mirrorResolveTimeout/,
+    );
+  });
+
+  it('leave out the cleanup hook when cleanup is off', () => {
+    const objs = render({ values: { cleanup: { enabled: false } } });
+    assert.ok(!objs.some((o) => (o.obj.metadata as { name: string }).name.startsWith('ferry-cleanup')));
   });
 
   it('reference only values that exist in values.yaml', () => {
@@ -413,7 +433,7 @@ describe('every value', () => {
   it('has a mutation in this test', () => {
     assert.deepEqual(paths.sort(), Object.keys(MUTATIONS).sort());
   });
-  const base = [...renderChart(chart, { values: everythingOn, apiVersions: withCertManager }).values()].join(
+  const base = [...renderChart({ values: everythingOn, apiVersions: withCertManager }).values()].join(
     '\n---\n',
   );
   for (const p of paths) {
@@ -423,10 +443,10 @@ describe('every value', () => {
         validateValues(mergeDeep(chart.values, values)),
         `${p}: ${JSON.stringify(validateValues.errors)}`,
       );
-      const out = renderChart(chart, { values, apiVersions: withCertManager });
+      const out = renderChart({ values, apiVersions: withCertManager });
       const text = [...out.values()].join('\n---\n');
       assert.notEqual(text, base, `${p} maps to nothing`);
-      for (const o of render({ values, apiVersions: withCertManager })) validateObject(o);
+      for (const o of parseRendered(out)) validateObject(o);
     });
   }
 });

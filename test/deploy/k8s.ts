@@ -1,8 +1,7 @@
 /**
- * Shared by the deploy checks: the chart on disk, its renders, and validation of Kubernetes objects
+ * Shared by the deploy checks: the chart on disk, its renders by real Helm, and validation of Kubernetes objects
  * against the schemas of kubernetes-models (and its cert-manager / prometheus-operator packages).
  */
-import { fileURLToPath } from 'node:url';
 import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1';
@@ -11,11 +10,16 @@ import { Job } from 'kubernetes-models/batch/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
-import { loadChart, parseRendered, type RenderedObject, type RenderOptions, renderChart } from './helm.ts';
+import {
+  chartDir,
+  loadChart,
+  parseRendered,
+  type RenderedObject,
+  type RenderOptions,
+  renderChart,
+} from './helm.ts';
 
-export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-export const chartDir = `${repoRoot}deploy/charts/ferry`;
-export const manifestsDir = `${repoRoot}deploy/manifests`;
+export { chartDir, manifestsDir, repoRoot } from './helm.ts';
 export const chart = loadChart(chartDir);
 
 /** Values that switch every optional part of the chart on. */
@@ -26,10 +30,12 @@ export const everythingOn = {
   grafanaDashboard: { enabled: true },
 };
 
-export const withCertManager = ['v1', 'apps/v1', 'batch/v1', 'cert-manager.io/v1'];
+/** The API versions that make the chart use cert-manager (Helm knows the built-in ones). */
+export const withCertManager = ['cert-manager.io/v1'];
 
+/** Real `helm template` of the chart, parsed into objects. */
 export function render(opts: RenderOptions = {}): RenderedObject[] {
-  return parseRendered(renderChart(chart, opts));
+  return parseRendered(renderChart(opts));
 }
 
 interface Validatable {

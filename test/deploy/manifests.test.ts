@@ -1,13 +1,13 @@
 /**
- * The plain manifests (deploy/manifests/, written by hand for users without Helm) parse, validate
- * against the Kubernetes schemas of their kinds, set every agent flag, and equal the chart rendered
- * with its default values (release and namespace `ferry`), apart from Helm's own labels and hooks.
+ * The plain manifests (deploy/manifests/, for users without Helm) are exactly what scripts/manifests.sh
+ * generates from real Helm's default render (release and namespace `ferry`, Helm's own labels and hooks
+ * dropped), parse, validate against the Kubernetes schemas of their kinds, and set every agent flag.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { agentOptions } from '../../packages/agent/src/config.ts';
-import { parseManifestText, type RenderedObject } from './helm.ts';
+import { manifestTexts, parseManifestText, type RenderedObject } from './helm.ts';
 import { container, envOf, find, manifestsDir, type Obj, render, validateObject } from './k8s.ts';
 
 function load(file: string): RenderedObject[] {
@@ -44,6 +44,12 @@ describe('plain manifests', () => {
   it('create the ferry namespace and put everything in it', () => {
     assert.equal(id(ferry[0]!.obj), 'Namespace/ferry');
     for (const o of [...ferry.slice(1), ...cleanup]) assert.equal((o.obj.metadata as Obj).namespace, 'ferry');
+  });
+
+  it('are what scripts/manifests.sh generates from the chart (run it after changing the chart)', () => {
+    const want = manifestTexts();
+    for (const file of ['ferry.yaml', 'cleanup.yaml'] as const)
+      assert.equal(readFileSync(`${manifestsDir}/${file}`, 'utf8'), want[file], `deploy/manifests/${file}`);
   });
 
   it('equal the chart rendered with its default values', () => {
