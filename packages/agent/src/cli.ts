@@ -5,8 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { runAgent } from './agent.ts';
-import { addAgentOptions, ConfigError, resolveAgentConfig, splitList } from './config.ts';
+import { addAgentOptions, ConfigError, resolveAgentConfig } from './config.ts';
 import { ConfigureError, cleanupHosts, configureHosts } from './configure.ts';
+import { collectList } from './option-table.ts';
 import { addPinnerCommand, runPinnerCommand } from './pinner.ts';
 
 /** Exit code for bad configuration or usage. */
@@ -33,10 +34,6 @@ const defaultIo: CliIo = {
   stderr: (s) => process.stderr.write(s),
 };
 
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), ...splitList(value)];
-}
-
 /** Builds the commander program (exported for tests and docs). */
 export function buildProgram(io: CliIo = defaultIo): Command {
   const program = new Command('ferry')
@@ -61,12 +58,12 @@ export function buildProgram(io: CliIo = defaultIo): Command {
     .option(
       '--mirror-targets <urls>',
       'mirror URLs tried in order, e.g. http://10.0.0.5:30020 (comma-separated)',
-      collect,
+      collectList,
     )
     .option(
       '--mirrored-registries <urls>',
       'registries to mirror, e.g. https://docker.io,https://ghcr.io; empty: all (_default)',
-      collect,
+      collectList,
     )
     .option('--resolve-tags', 'give the mirrors the resolve capability (tag -> digest) (default)')
     .option('--no-resolve-tags', 'mirrors get only the pull capability')

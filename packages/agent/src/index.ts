@@ -18,7 +18,6 @@ export {
   loadAgentConfig,
   type OptionType,
   parseAddress,
-  parseBoolean,
   parseDuration,
   renderOptionsMarkdown,
   resolveAgentConfig,

@@ -23,7 +23,7 @@ describe('ferry CLI', () => {
     assert.equal(await main(['agent'], c.io), 2);
     assert.equal(
       c.err(),
-      'invalid config: mirrorResolveRetries (--mirror-resolve-retries / FERRY_MIRROR_RESOLVE_RETRIES): expected an integer, got "many" (from env)\n',
+      'invalid config: mirrorResolveRetries (--mirror-resolve-retries / FERRY_MIRROR_RESOLVE_RETRIES): expected an integer between 1 and 100, got "many" (from env)\n',
     );
     const u = io();
     assert.equal(await main(['agent', '--nope'], u.io), 2);

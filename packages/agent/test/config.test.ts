@@ -12,6 +12,7 @@ import {
   parseDuration,
   renderOptionsMarkdown,
 } from '../src/config.ts';
+import { pinnerCommandTable } from '../src/pinner.ts';
 
 const noFile = { readFile: () => '' };
 
@@ -241,9 +242,17 @@ describe('loadAgentConfig', () => {
 
   it('both READMEs embed the generated option table (cell by cell; formatters may pad it)', () => {
     for (const file of ['../README.md', '../../../README.md'])
-      checkTable(readFileSync(new URL(file, import.meta.url), 'utf8'));
+      checkTable(readFileSync(new URL(file, import.meta.url), 'utf8'), renderOptionsMarkdown());
   });
-  function checkTable(readme: string): void {
+
+  it('the README embeds the `ferry pinner` option table', () => {
+    checkTable(
+      readFileSync(new URL('../../../README.md', import.meta.url), 'utf8'),
+      pinnerCommandTable.renderMarkdown(),
+    );
+  });
+
+  function checkTable(readme: string, markdown: string): void {
     // Table rows as trimmed cells; separator rows dropped.
     const rows = (text: string) =>
       text
@@ -257,10 +266,11 @@ describe('loadAgentConfig', () => {
             .map((c) => c.trim())
             .join(' | '),
         );
-    const expected = rows(renderOptionsMarkdown());
+    const expected = rows(markdown);
     const actual = rows(readme);
-    const start = actual.indexOf(expected[0]!);
-    assert.ok(start >= 0, 'README has no option table: paste renderOptionsMarkdown()');
+    // Found by its first option row (the header rows of several tables are alike).
+    const start = actual.indexOf(expected[1]!) - 1;
+    assert.ok(start >= 0, 'README lacks the option table: paste the rendered Markdown');
     assert.deepEqual(
       actual.slice(start, start + expected.length),
       expected,

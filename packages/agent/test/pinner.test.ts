@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { main } from '../src/cli.ts';
-import { ConfigError, loadAgentConfig } from '../src/config.ts';
-import { checkAgentPinnerConfig, resolvePinnerCommandConfig } from '../src/pinner.ts';
+import { agentOptions, ConfigError, loadAgentConfig } from '../src/config.ts';
+import { checkAgentPinnerConfig, pinnerCommandTable, resolvePinnerCommandConfig } from '../src/pinner.ts';
 
 function io(env: Record<string, string> = {}) {
   const out: string[] = [];
@@ -36,15 +36,18 @@ describe('ferry pinner configuration', () => {
         ),
       (err: Error) => {
         assert.ok(err instanceof ConfigError);
-        assert.match(err.message, /--tls-cert \/ FERRY_PINNER_TLS_CERT: required/);
+        assert.match(err.message, /tlsCert \(--tls-cert \/ FERRY_PINNER_TLS_CERT\): required/);
         assert.match(
           err.message,
-          /--budget \/ FERRY_PINNER_BUDGET: expected a duration like 20ms, got "soon" \(from flag\)/,
+          /budget \(--budget \/ FERRY_PINNER_BUDGET\): expected a duration like 20ms, got "soon" \(from flag\)/,
         );
-        assert.match(err.message, /--exclude \/ FERRY_PINNER_EXCLUDE: invalid regular expression "\("/);
         assert.match(
           err.message,
-          /--cluster-url \/ FERRY_PINNER_CLUSTER_URL: expected an http\(s\) URL.*\(from env\)/,
+          /exclude \(--exclude \/ FERRY_PINNER_EXCLUDE\): invalid regular expression "\("/,
+        );
+        assert.match(
+          err.message,
+          /clusterUrl \(--cluster-url \/ FERRY_PINNER_CLUSTER_URL\): expected an http\(s\) URL.*\(from env\)/,
         );
         return true;
       },
@@ -54,7 +57,10 @@ describe('ferry pinner configuration', () => {
   it('`ferry pinner` without certificate exits 2 with one line per problem', async () => {
     const t = io();
     assert.equal(await main(['pinner', '--tls-key', '/k'], t.io), 2);
-    assert.match(t.err.join(''), /^invalid config: --tls-cert \/ FERRY_PINNER_TLS_CERT: required/);
+    assert.match(
+      t.err.join(''),
+      /^invalid config: tlsCert \(--tls-cert \/ FERRY_PINNER_TLS_CERT\): required/,
+    );
   });
 
   it('agent --pinner needs a certificate and key', () => {
@@ -74,5 +80,24 @@ describe('ferry pinner configuration', () => {
     checkAgentPinnerConfig(env);
     assert.deepEqual(env.pinnerInclude, ['a', 'b']);
     assert.deepEqual(env.pinnerAddr, { host: '', port: 8443 });
+  });
+
+  it('`ferry pinner` reads the agent environment: each of its env vars is an agent option (one env block fits both)', () => {
+    const agentEnv = new Map(agentOptions.map((o) => [o.env, o]));
+    for (const o of pinnerCommandTable.options) {
+      if (o.name === 'clusterUrl') continue; // the agent is the cluster; only the lone pinner asks it
+      const a = agentEnv.get(o.env);
+      assert.ok(a, `${o.flag}: ${o.env} is not an agent option`);
+      assert.equal(o.type, a.type, o.flag);
+      assert.deepEqual(o.default, a.default, o.flag);
+    }
+  });
+
+  it("agent and pinner take Ferry's namespace from POD_NAMESPACE when nothing sets it", () => {
+    assert.equal(loadAgentConfig([], { POD_NAMESPACE: 'ferry' }).pinnerNamespace, 'ferry');
+    assert.equal(
+      loadAgentConfig([], { POD_NAMESPACE: 'ferry', FERRY_PINNER_NAMESPACE: 'own' }).pinnerNamespace,
+      'own',
+    );
   });
 });
