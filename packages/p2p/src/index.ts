@@ -1,4 +1,5 @@
 export { PEER_KEY_FILE } from './identity.ts';
 export { InvalidKeyError, keyToCid } from './keys.ts';
 export { createP2PNode, FERRY_KAD_PROTOCOL } from './node.ts';
+export { verifyPeerSignature } from './signature.ts';
 export type { CID, P2PLogger, P2PNode, P2PNodeOptions, Peer, Router } from './types.ts';

@@ -1,10 +1,10 @@
 // Lookup: the peers that provide a key, as registry endpoints. Reads the local provider store first,
 // then (in a cluster larger than the local view covers) runs kad-dht's iterative GET_PROVIDERS query.
-import type { PeerId, PeerInfo } from '@libp2p/interface';
+import type { Connection, PeerId, PeerInfo } from '@libp2p/interface';
 import type { KadDHT } from '@libp2p/kad-dht';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Libp2p } from 'libp2p';
-import { parseRegistryPort, peerIdOf, pickHost } from './address.ts';
+import { ipAndPort, parseRegistryPort, peerIdOf } from './address.ts';
 import type { KadInternals } from './kad-internals.ts';
 import { keyToCid } from './keys.ts';
 import { DEFAULTS, errorText } from './options.ts';
@@ -100,41 +100,52 @@ export class Lookup {
     }
   }
 
-  /** Registry endpoint of a provider: IP from its addresses, port from its agent version. */
+  /**
+   * Registry endpoint of a provider: the remote IP of the live libp2p connection to it (noise
+   * authenticated that peer id), opened briefly if there is none; port from its agent version.
+   * An announced address is only ever used to dial, never yielded: a provider that cannot be
+   * reached now is not yielded at all.
+   */
   private async toPeer(provider: PeerInfo, signal: AbortSignal): Promise<Peer | undefined> {
-    const { libp2p } = this.init;
     const id = provider.id.toString();
-    let addrs: Multiaddr[] = provider.multiaddrs;
-    if (addrs.length === 0) {
-      addrs = this.init.peers.get(id)?.listenAddrs ?? [];
-    }
-    if (addrs.length === 0) {
-      addrs = await libp2p.peerStore
-        .get(provider.id, { signal })
-        .then((p) => p.addresses.map((a) => a.multiaddr))
-        .catch(() => []);
-    }
-    if (addrs.length === 0) {
-      addrs = libp2p.getConnections(provider.id).map((c) => c.remoteAddr);
-    }
-    const host = pickHost(addrs);
-    if (host === undefined) {
-      this.log.debug({ peer: id }, 'provider has no IP address');
+    const conn = await this.connectionTo(provider, signal);
+    const host = conn === undefined ? undefined : ipAndPort(conn.remoteAddr)?.ip;
+    if (conn === undefined || host === undefined) {
       return undefined;
     }
-    const port = (await this.registryPortOf(provider, signal)) ?? this.init.registryPort;
+    const port = (await this.registryPortOf(id, conn, signal)) ?? this.init.registryPort;
     return { id, host, port };
   }
 
-  private async registryPortOf(provider: PeerInfo, signal: AbortSignal): Promise<number | undefined> {
+  /** An open connection to the provider, dialled (bounded) when there is none. */
+  private async connectionTo(provider: PeerInfo, signal: AbortSignal): Promise<Connection | undefined> {
     const { libp2p } = this.init;
-    const id = provider.id;
-    const cached = parseRegistryPort(this.init.peers.get(id.toString())?.agentVersion);
+    const open = libp2p.getConnections(provider.id).find((c) => c.status === 'open');
+    if (open !== undefined) {
+      return open;
+    }
+    try {
+      const bounded = AbortSignal.any([signal, AbortSignal.timeout(DEFAULTS.identifyTimeoutMs)]);
+      const addrs = provider.multiaddrs.map((a) => withPeerId(a, provider.id));
+      return await libp2p.dial(addrs.length > 0 ? addrs : provider.id, { signal: bounded });
+    } catch (err) {
+      this.log.debug({ peer: provider.id.toString(), err: errorText(err) }, 'provider not reachable');
+      return undefined;
+    }
+  }
+
+  private async registryPortOf(
+    id: string,
+    conn: Connection,
+    signal: AbortSignal,
+  ): Promise<number | undefined> {
+    const { libp2p } = this.init;
+    const cached = parseRegistryPort(this.init.peers.get(id)?.agentVersion);
     if (cached !== undefined) {
       return cached;
     }
     try {
-      const stored = await libp2p.peerStore.get(id, { signal });
+      const stored = await libp2p.peerStore.get(conn.remotePeer, { signal });
       const agent = stored.metadata.get('AgentVersion');
       const port = parseRegistryPort(agent === undefined ? undefined : new TextDecoder().decode(agent));
       if (port !== undefined) {
@@ -143,19 +154,13 @@ export class Lookup {
     } catch {
       // not in the peer store yet
     }
-    // unknown peer: connect and ask it (identify), briefly
+    // not identified yet: ask it (identify), briefly
     try {
       const bounded = AbortSignal.any([signal, AbortSignal.timeout(DEFAULTS.identifyTimeoutMs)]);
-      const conn =
-        libp2p.getConnections(id)[0] ??
-        (await libp2p.dial(
-          provider.multiaddrs.length > 0 ? provider.multiaddrs.map((a) => withPeerId(a, id)) : id,
-          { signal: bounded },
-        ));
       const result = await libp2p.services.identify.identify(conn, { signal: bounded });
       return parseRegistryPort(result.agentVersion);
     } catch (err) {
-      this.log.debug({ peer: id.toString(), err: errorText(err) }, 'could not learn registry port');
+      this.log.debug({ peer: id, err: errorText(err) }, 'could not learn registry port');
       return undefined;
     }
   }

@@ -5,9 +5,10 @@ import { isIP } from 'node:net';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { type Identify, identify } from '@libp2p/identify';
+import type { PrivateKey } from '@libp2p/interface';
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht';
 import { type Ping, ping } from '@libp2p/ping';
-import { tcp } from '@libp2p/tcp';
+import { type TCPSocketOptions, tcp } from '@libp2p/tcp';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import pkg from '../package.json' with { type: 'json' };
@@ -78,7 +79,9 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
         ? {}
         : { announceFilter: (addrs: Multiaddr[]) => announceAs(addrs, announceHost) }),
     },
-    transports: [tcp()],
+    // outgoing connections leave from the listen IP when it is a specific one, so peers see the
+    // same IP as the one we announce (lookups yield a provider at its connection's address)
+    transports: [tcp(localDialAddress(opts.listen.host))],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: {
@@ -111,7 +114,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     },
   });
 
-  const node = new FerryNode(libp2p, log, (kad, peers, stopSignal) => ({
+  const node = new FerryNode(libp2p, log, privateKey, (kad, peers, stopSignal) => ({
     provider: new Provider({
       libp2p,
       dht: libp2p.services.dht,
@@ -139,6 +142,14 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
   return node;
 }
 
+function localDialAddress(host: string): { dialOpts?: TCPSocketOptions } {
+  if (host === '0.0.0.0' || host === '::') {
+    return {};
+  }
+  // net.connect's localAddress: @libp2p/tcp spreads dialOpts into the socket options
+  return { dialOpts: { localAddress: host } as TCPSocketOptions };
+}
+
 function announceAs(addrs: Multiaddr[], host: string): Multiaddr[] {
   const out = new Map<string, Multiaddr>();
   for (const addr of addrs) {
@@ -163,6 +174,7 @@ class FerryNode implements P2PNode {
   private readonly libp2p: Libp2p<Services>;
   private readonly log: P2PLogger;
   private readonly kad: KadInternals;
+  private readonly privateKey: PrivateKey;
   private readonly peerBook: PeerBook;
   private readonly provider: Provider;
   private readonly bootstrapper: Bootstrapper;
@@ -174,10 +186,12 @@ class FerryNode implements P2PNode {
   constructor(
     libp2p: Libp2p<Services>,
     log: P2PLogger,
+    privateKey: PrivateKey,
     parts: (kad: KadInternals, peers: PeerBook, stopSignal: AbortSignal) => Parts,
   ) {
     this.libp2p = libp2p;
     this.log = log;
+    this.privateKey = privateKey;
     this.peerId = libp2p.peerId.toString();
     this.kad = kadInternals(libp2p.services.dht);
     this.peerBook = new PeerBook(libp2p, this.kad, FERRY_KAD_PROTOCOL);
@@ -226,6 +240,10 @@ class FerryNode implements P2PNode {
 
   lookup(key: string, opts: { signal: AbortSignal }): AsyncGenerator<Peer, void, undefined> {
     return this.finder.lookup(key, opts);
+  }
+
+  async sign(data: Uint8Array): Promise<Uint8Array> {
+    return await this.privateKey.sign(data);
   }
 
   private schedule(): void {

@@ -4,7 +4,10 @@ import type { CID } from 'multiformats/cid';
 export interface Peer {
   /** libp2p peer id of the node. */
   id: string;
-  /** IP taken from the peer's libp2p address (non-loopback preferred). */
+  /**
+   * Remote IP of the live libp2p connection to the peer (its peer id authenticated by noise);
+   * never an address the peer merely announced.
+   */
   host: string;
   /** The registry port the peer advertised (fallback: our own registry port). */
   port: number;
@@ -90,6 +93,11 @@ export interface P2PNode extends Router {
   ready(): boolean;
   /** Connected peers with their listen addresses (from identify; the connection's address otherwise). */
   peers(): { id: string; addresses: string[] }[];
+  /**
+   * Sign `data` with this node's libp2p identity key (Ed25519). Peers check it with
+   * `verifyPeerSignature(peerId, data, signature)`.
+   */
+  sign(data: Uint8Array): Promise<Uint8Array>;
   /** Stop timers, abort queries and provides, close every connection. Idempotent. */
   stop(): Promise<void>;
 }

@@ -6,7 +6,13 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
-import { createP2PNode, type P2PNode, type P2PNodeOptions, type Peer } from '../src/index.ts';
+import {
+  createP2PNode,
+  type P2PNode,
+  type P2PNodeOptions,
+  type Peer,
+  verifyPeerSignature,
+} from '../src/index.ts';
 
 const digest = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`;
 
@@ -301,9 +307,9 @@ test('a peer that connects later gets the advertised keys pushed at once (no ref
     bootstrapPeers: [hostPort(a)],
   });
   await until('a pushed its keys to d', () => pushes.some((p) => p.peer === d.peerId && p.keys === 500));
-  // with A and B gone, D can only answer from the records it was pushed
+  // with B gone, D's view (A only) is complete: it answers from the records it was pushed, without
+  // a network query (a provider is only yielded while reachable, so A stays up)
   await b.stop();
-  await a.stop();
   const found = await inBatches(keys, 50, (key) => first(d, key));
   const missing = keys.filter((_, i) => found[i]?.id !== a.peerId);
   assert.deepEqual(missing, [], `${missing.length} keys not found from D`);
@@ -336,4 +342,40 @@ test('bad options are rejected with an error naming the option', async () => {
   );
   await assert.rejects(createP2PNode({ ...base, bootstrapDns: ['svc'] }), /bootstrapDns\[0\]/);
   await assert.rejects(createP2PNode({ ...base, recordValidityMs: 10 }), /recordValidityMs/);
+});
+
+test('Peer.host is the live connection address, never an announced one; sign/verify with the identity', async (t) => {
+  // A announces an address that is not its own (a hostile or misconfigured peer)
+  const a = await start(t, {
+    listen: { host: '127.77.11.1', port: 0 },
+    announceHost: '127.77.11.99',
+    registryPort: 5111,
+  });
+  const bootstrap = `127.77.11.1:${/\/tcp\/(\d+)/.exec(a.addresses[0] ?? '')?.[1]}`;
+  const b = await start(t, {
+    listen: { host: '127.77.11.2', port: 0 },
+    registryPort: 5112,
+    bootstrapPeers: [bootstrap],
+  });
+  await until('connected', () => a.ready() && b.ready());
+  const key = digest(11);
+  await a.advertise([key]);
+  let found: Peer[] = [];
+  await until('A found from B', async () => {
+    found = await collect(b, key);
+    return found.length === 1;
+  });
+  assert.deepEqual(found, [{ id: a.peerId, host: '127.77.11.1', port: 5111 }]);
+  assert.ok(
+    a.addresses.every((addr) => addr.includes('127.77.11.99')),
+    'A announces the other address',
+  );
+
+  const data = new TextEncoder().encode('GET /v2/x/blobs/sha256:00 1700000000');
+  const sig = await a.sign(data);
+  assert.equal(await verifyPeerSignature(a.peerId, data, sig), true);
+  assert.equal(await verifyPeerSignature(b.peerId, data, sig), false, 'another peer id');
+  assert.equal(await verifyPeerSignature(a.peerId, new TextEncoder().encode('other'), sig), false);
+  assert.equal(await verifyPeerSignature(a.peerId, data, sig.subarray(1)), false, 'malformed signature');
+  assert.equal(await verifyPeerSignature('not-a-peer-id', data, sig), false);
 });
