@@ -16,6 +16,7 @@ import {
   renderStatusPage,
   type StatusData,
 } from '../src/status/index.ts';
+import { STATUS_SCRIPT } from '../src/status/render.ts';
 
 const PEER_A = '12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz1234567890abcdefgh';
 const EVIL = '<img src=x onerror="alert(1)">';
@@ -171,22 +172,35 @@ describe('status page rendering', () => {
     assert.match(html, /upstream/);
   });
 
-  it("ships the same renderer to the browser: the page's script renders what the server rendered", () => {
+  it('renders on the server only: the static script swaps in /status/body', async () => {
     const data = sample();
     const page = renderStatusPage(data, { nonce: 'n0nce', refreshMs: 2000, nowMs: 1e12 });
     const script = /<script nonce="n0nce">([\s\S]*)<\/script>/.exec(page)?.[1];
     assert.ok(script);
+    assert.ok(script.startsWith(STATUS_SCRIPT), 'the script is the static text plus the interval');
+    assert.doesNotMatch(script, /renderStatusBody|fmtBytes/);
+    let tick: (() => Promise<void>) | undefined;
     let interval = 0;
-    const doc = { getElementById: () => ({}) };
-    const render = new Function('document', 'setInterval', 'fetch', `${script}\nreturn render;`)(
+    const main = { innerHTML: '', querySelectorAll: () => [] };
+    const note = { textContent: '', className: '' };
+    const fetched: string[] = [];
+    const doc = { getElementById: (id: string) => (id === 'main' ? main : id === 'refreshed' ? note : null) };
+    new Function('document', 'setInterval', 'fetch', script)(
       doc,
-      (_fn: unknown, ms: number) => {
+      (fn: () => Promise<void>, ms: number) => {
+        tick = fn;
         interval = ms;
       },
-      () => undefined,
-    ) as typeof renderStatusBody;
+      async (url: string) => {
+        fetched.push(url);
+        return { ok: true, text: async () => '<p>fresh</p>' };
+      },
+    );
     assert.equal(interval, 2000);
-    assert.equal(render(JSON.parse(JSON.stringify(data)), 1e12), renderStatusBody(data, 1e12));
+    await tick?.();
+    assert.deepEqual(fetched, ['/status/body']);
+    assert.equal(main.innerHTML, '<p>fresh</p>');
+    assert.equal(note.className, 'dim');
     assert.ok(page.includes(`<main id="main">${renderStatusBody(data, 1e12)}</main>`));
   });
 });
@@ -226,6 +240,11 @@ describe('status routes', () => {
     assert.equal(json.recentRequests[0]?.peer, PEER_A);
     assert.equal(json.mirror.hitRatio, 1);
     assert.equal(json.pinner, undefined);
+    const body = await app.inject({ url: '/status/body' });
+    assert.equal(body.statusCode, 200);
+    assert.match(String(body.headers['content-type']), /text\/html/);
+    assert.match(body.body, /^<div class="cards" id="summary">/);
+    assert.ok(body.body.includes(PEER_A.slice(-8)));
   });
 
   it('answers 400 to a bad or missing reference, 429 while busy, 404 without a measurer', async (t) => {

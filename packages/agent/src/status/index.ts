@@ -25,12 +25,11 @@ export {
   type PullResult,
   parseMeasureReference,
 } from './measure.ts';
-export { renderStatusBody, renderStatusPage, type StatusPageOptions } from './render.ts';
+export { renderMeasurePage, renderStatusBody, renderStatusPage, type StatusPageOptions } from './render.ts';
 export {
   createStatusSource,
   localRegistryUrl,
   registerStatusRoutes,
-  renderMeasurePage,
   type StatusRoutesOptions,
   type StatusSourceOptions,
 } from './routes.ts';

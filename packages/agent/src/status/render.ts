@@ -1,35 +1,43 @@
 /**
- * The status page's HTML. `renderStatusBody` is self-contained (no imports, no module-level helpers):
- * the server renders the first view with it, and the page's inline script carries its source to render
- * every refresh from `/status` the same way. Every value is escaped; the page loads nothing external.
+ * The status and measure pages' HTML, rendered on the server only: the status page's small static
+ * script refreshes by fetching the server-rendered body (`/status/body`). Every value is escaped; the
+ * pages load nothing external.
  */
 import type { StatusData } from './data.ts';
+import type { MeasureResult } from './measure.ts';
+
+/** HTML-escapes any value. */
+export function escapeHtml(v: unknown): string {
+  return String(v)
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
+}
+
+const shortId = (id: string): string => (id.length > 16 ? `${id.slice(0, 4)}…${id.slice(-8)}` : id);
+const shortKey = (key: string): string =>
+  /^sha(256|512):/.test(key) ? `${key.slice(0, key.indexOf(':') + 13)}…` : key;
+
+function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+const fmtMs = (ms: number): string =>
+  ms < 1000 ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : `${(ms / 1000).toFixed(2)} s`;
 
 /** Renders the body of the status page (everything inside `<main>`) from `/status` data. */
 export function renderStatusBody(s: StatusData, nowMs: number): string {
-  const esc = (v: unknown): string =>
-    String(v)
-      .replace(/&/g, '&amp;')
-      .replace(/</g, '&lt;')
-      .replace(/>/g, '&gt;')
-      .replace(/"/g, '&quot;')
-      .replace(/'/g, '&#39;');
-  const shortId = (id: string): string => (id.length > 16 ? `${id.slice(0, 4)}…${id.slice(-8)}` : id);
-  const shortKey = (key: string): string =>
-    /^sha(256|512):/.test(key) ? `${key.slice(0, key.indexOf(':') + 13)}…` : key;
-  const fmtBytes = (n: number): string => {
-    if (n < 1024) return `${n} B`;
-    const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-    let v = n / 1024;
-    let i = 0;
-    while (v >= 1024 && i < units.length - 1) {
-      v /= 1024;
-      i += 1;
-    }
-    return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-  };
-  const fmtMs = (ms: number): string =>
-    ms < 1000 ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : `${(ms / 1000).toFixed(2)} s`;
+  const esc = escapeHtml;
   const ago = (iso: string): string => {
     const secs = Math.max(0, Math.round((nowMs - Date.parse(iso)) / 1000));
     if (secs < 60) return `${secs} s ago`;
@@ -239,14 +247,29 @@ dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margi
 .stale { color: var(--bad); } pre { margin: 0; font-size: 12px; } ul.keys { columns: 2; font-size: 12px; }
 `;
 
-function escapeHtml(v: unknown): string {
-  return String(v)
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&#39;');
+/**
+ * The status page's script: swaps in the body the server renders at `/status/body`, keeping open
+ * `<details>` open. Static text; renderStatusPage appends the refresh interval.
+ */
+export const STATUS_SCRIPT = `
+const main = document.getElementById('main');
+const note = document.getElementById('refreshed');
+async function refresh() {
+  try {
+    const res = await fetch('/status/body', { cache: 'no-store' });
+    if (!res.ok) throw new Error('HTTP ' + res.status);
+    const html = await res.text();
+    const open = Array.from(main.querySelectorAll('details[open]'), (d) => d.id);
+    main.innerHTML = html;
+    for (const id of open) { const d = document.getElementById(id); if (d) d.open = true; }
+    note.textContent = 'updated ' + new Date().toLocaleTimeString();
+    note.className = 'dim';
+  } catch (err) {
+    note.textContent = 'refresh failed (' + err.message + '): showing older data';
+    note.className = 'stale';
+  }
 }
+`;
 
 /** Options of renderStatusPage. */
 export interface StatusPageOptions {
@@ -260,27 +283,7 @@ export interface StatusPageOptions {
 
 /** The whole status page: the first view rendered here, then refreshed by the inline script. */
 export function renderStatusPage(data: StatusData, opts: StatusPageOptions): string {
-  const script = `
-const render = (${renderStatusBody.toString().replace(/<\/(script)/gi, '<\\/$1')});
-const main = document.getElementById('main');
-const note = document.getElementById('refreshed');
-async function refresh() {
-  try {
-    const res = await fetch('/status', { headers: { accept: 'application/json' }, cache: 'no-store' });
-    if (!res.ok) throw new Error('HTTP ' + res.status);
-    const data = await res.json();
-    const open = Array.from(main.querySelectorAll('details[open]'), (d) => d.id);
-    main.innerHTML = render(data, Date.now());
-    for (const id of open) { const d = document.getElementById(id); if (d) d.open = true; }
-    note.textContent = 'updated ' + new Date().toLocaleTimeString();
-    note.className = 'dim';
-  } catch (err) {
-    note.textContent = 'refresh failed (' + err.message + '): showing older data';
-    note.className = 'stale';
-  }
-}
-setInterval(refresh, ${Math.max(500, Math.round(opts.refreshMs))});
-`;
+  const script = `${STATUS_SCRIPT}setInterval(refresh, ${Math.max(500, Math.round(opts.refreshMs))});\n`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <title>Ferry · ${escapeHtml(data.peerId.slice(-8))}</title><style>${PAGE_STYLE}</style></head>
@@ -291,4 +294,48 @@ setInterval(refresh, ${Math.max(500, Math.round(opts.refreshMs))});
 <script nonce="${escapeHtml(opts.nonce)}">${script}</script></body></html>`;
 }
 
-export { escapeHtml };
+/** The measure page: a form, and the result or the error of a measurement. */
+export function renderMeasurePage(
+  image: string,
+  outcome: { result?: MeasureResult; error?: string },
+): string {
+  const e = escapeHtml;
+  const r = outcome.result;
+  let body = '';
+  if (outcome.error) body += `<p class="bad" id="measure-error">${e(outcome.error)}</p>`;
+  if (r) {
+    const rows = r.rows.map((row) => {
+      const lk = row.lookup;
+      const lookup = lk.found
+        ? `found <span class="peer" title="${e(lk.peer ?? '')}">${e(shortId(lk.peer ?? ''))}</span> in ${e(fmtMs(lk.ms))}`
+        : `<span class="dim">none${lk.error ? `: ${e(lk.error)}` : ''} (${e(fmtMs(lk.ms))})</span>`;
+      const p = row.pull;
+      const source = !p
+        ? `<span class="dim">skipped: ${e(row.skipped ?? '')}</span>`
+        : p.source === 'peer'
+          ? `<span class="src-peer">peer <span class="peer" title="${e(p.peer ?? '')}">${e(shortId(p.peer ?? ''))}</span></span>`
+          : p.source === 'local'
+            ? '<span class="src-local">local</span>'
+            : `<span class="src-miss">${e(p.source === 'miss' ? 'miss → upstream' : p.source)}</span>`;
+      return (
+        `<tr class="measure-row" data-key="${e(row.key)}"><td>${e(row.role)}</td><td><code title="${e(row.key)}">${e(row.key)}</code></td>` +
+        `<td>${lookup}</td><td class="source">${source}</td><td>${p ? e(p.status) : ''}</td>` +
+        `<td class="num">${p ? e(fmtBytes(p.bytes)) : ''}</td><td class="num">${p ? e(fmtMs(p.ms)) : ''}</td>` +
+        `<td>${p?.error ? `<span class="bad">${e(p.error)}</span>` : ''}</td></tr>`
+      );
+    });
+    body +=
+      `<p id="measure-summary">${e(r.rows.length)} keys in ${e(fmtMs(r.totalMs))}: ${e(fmtBytes(r.totals.bytes))} pulled, ` +
+      `${e(fmtBytes(r.totals.fromPeers))} from peers, ${e(fmtBytes(r.totals.local))} local, ${e(r.totals.misses)} misses.` +
+      `${r.stopped ? ` <span class="bad">Stopped early: ${e(r.stopped)}.</span>` : ''}</p>` +
+      '<table id="measure-table"><thead><tr><th>Role</th><th>Key</th><th>DHT lookup</th><th>Source</th><th>Status</th><th>Bytes</th><th>Pull</th><th></th></tr></thead>' +
+      `<tbody>${rows.join('')}</tbody></table>` +
+      '<p class="dim">The pull goes through this node\'s own mirror and discards the bytes; a miss is what containerd would fetch from the upstream.</p>';
+  }
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<title>Ferry · measure ${e(image)}</title><style>${PAGE_STYLE}</style></head>
+<body><header><h1>Measure</h1><a href="/">status</a></header><main>
+<form action="/debug/measure" method="get"><label>Image <input name="image" size="70" value="${e(image)}" placeholder="registry/repository:tag" required></label> <button type="submit">Measure</button></form>
+<h2>${e(image || 'No image given')}</h2>${body}</main></body></html>`;
+}

@@ -1,6 +1,6 @@
 /**
- * The status routes of the ops server: `/` (the status page), `/status` (its JSON) and
- * `/debug/measure?image=REF` (time a DHT lookup and a pull through the local mirror).
+ * The status routes: `/` (the status page), `/status` (its JSON), `/status/body` (the page's body,
+ * rendered here, which the page's script swaps in) and `/debug/measure?image=REF` (time a DHT lookup and a pull through the local mirror).
  */
 import { randomBytes } from 'node:crypto';
 import { OciError } from '@ferry/oci';
@@ -9,8 +9,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Tracker } from '../tracker.ts';
 import type { StatusData, StatusPinner, StatusPolicy } from './data.ts';
 import type { RequestHistory } from './history.ts';
-import { MeasureBusyError, type MeasureResult, type Measurer } from './measure.ts';
-import { escapeHtml, PAGE_STYLE, renderStatusPage } from './render.ts';
+import { MeasureBusyError, type Measurer } from './measure.ts';
+import { renderMeasurePage, renderStatusBody, renderStatusPage } from './render.ts';
 
 /** Options of registerStatusRoutes. */
 export interface StatusRoutesOptions {
@@ -94,68 +94,16 @@ function wantsJson(req: FastifyRequest): boolean {
   return /application\/json/.test(accept) && !/text\/html/.test(accept);
 }
 
-const fmtMs = (ms: number) =>
-  ms < 1000 ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : `${(ms / 1000).toFixed(2)} s`;
-function fmtBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
-}
-const shortId = (id: string) => (id.length > 16 ? `${id.slice(0, 4)}…${id.slice(-8)}` : id);
-
-/** The measure page: a form, and the result or the error of a measurement. */
-export function renderMeasurePage(
-  image: string,
-  outcome: { result?: MeasureResult; error?: string },
-): string {
-  const e = escapeHtml;
-  const r = outcome.result;
-  let body = '';
-  if (outcome.error) body += `<p class="bad" id="measure-error">${e(outcome.error)}</p>`;
-  if (r) {
-    const rows = r.rows.map((row) => {
-      const lk = row.lookup;
-      const lookup = lk.found
-        ? `found <span class="peer" title="${e(lk.peer ?? '')}">${e(shortId(lk.peer ?? ''))}</span> in ${e(fmtMs(lk.ms))}`
-        : `<span class="dim">none${lk.error ? `: ${e(lk.error)}` : ''} (${e(fmtMs(lk.ms))})</span>`;
-      const p = row.pull;
-      const source = !p
-        ? `<span class="dim">skipped: ${e(row.skipped ?? '')}</span>`
-        : p.source === 'peer'
-          ? `<span class="src-peer">peer <span class="peer" title="${e(p.peer ?? '')}">${e(shortId(p.peer ?? ''))}</span></span>`
-          : p.source === 'local'
-            ? '<span class="src-local">local</span>'
-            : `<span class="src-miss">${e(p.source === 'miss' ? 'miss → upstream' : p.source)}</span>`;
-      return (
-        `<tr class="measure-row" data-key="${e(row.key)}"><td>${e(row.role)}</td><td><code title="${e(row.key)}">${e(row.key)}</code></td>` +
-        `<td>${lookup}</td><td class="source">${source}</td><td>${p ? e(p.status) : ''}</td>` +
-        `<td class="num">${p ? e(fmtBytes(p.bytes)) : ''}</td><td class="num">${p ? e(fmtMs(p.ms)) : ''}</td>` +
-        `<td>${p?.error ? `<span class="bad">${e(p.error)}</span>` : ''}</td></tr>`
-      );
-    });
-    body +=
-      `<p id="measure-summary">${e(r.rows.length)} keys in ${e(fmtMs(r.totalMs))}: ${e(fmtBytes(r.totals.bytes))} pulled, ` +
-      `${e(fmtBytes(r.totals.fromPeers))} from peers, ${e(fmtBytes(r.totals.local))} local, ${e(r.totals.misses)} misses.` +
-      `${r.stopped ? ` <span class="bad">Stopped early: ${e(r.stopped)}.</span>` : ''}</p>` +
-      '<table id="measure-table"><thead><tr><th>Role</th><th>Key</th><th>DHT lookup</th><th>Source</th><th>Status</th><th>Bytes</th><th>Pull</th><th></th></tr></thead>' +
-      `<tbody>${rows.join('')}</tbody></table>` +
-      '<p class="dim">The pull goes through this node\'s own mirror and discards the bytes; a miss is what containerd would fetch from the upstream.</p>';
-  }
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
-<title>Ferry · measure ${e(image)}</title><style>${PAGE_STYLE}</style></head>
-<body><header><h1>Measure</h1><a href="/">status</a></header><main>
-<form action="/debug/measure" method="get"><label>Image <input name="image" size="70" value="${e(image)}" placeholder="registry/repository:tag" required></label> <button type="submit">Measure</button></form>
-<h2>${e(image || 'No image given')}</h2>${body}</main></body></html>`;
-}
-
-/** Registers `/`, `/status` and `/debug/measure` on a fastify instance (the ops server). */
+/** Registers `/`, `/status`, `/status/body` and `/debug/measure` on a fastify instance. */
 export async function registerStatusRoutes(app: FastifyInstance, opts: StatusRoutesOptions): Promise<void> {
   const refreshMs = opts.refreshMs ?? 3000;
 
   app.get('/status', async (_req, reply) =>
     reply.header('cache-control', 'no-store').send(await opts.status()),
+  );
+
+  app.get('/status/body', async (_req, reply) =>
+    htmlHeaders(reply).send(renderStatusBody(await opts.status(), Date.now())),
   );
 
   app.get('/', async (_req, reply) => {
