@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -81,6 +81,39 @@ describe('ferry CLI', () => {
       env: { ...process.env, FERRY_NODE: process.execPath },
     });
     assert.match(stdout, /^ferry \d+\.\d+\.\d+\n$/);
+  });
+
+  it('the bin launcher names the Node it needs when only an older one is on PATH', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-bin-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    // A launcher outside the workspace (no pinned Node in tools/) and a fake `node` on PATH.
+    const bin = join(dir, 'a', 'b', 'c', 'bin');
+    await mkdir(bin, { recursive: true });
+    await copyFile(new URL('../bin/ferry', import.meta.url), join(bin, 'ferry'));
+    await chmod(join(bin, 'ferry'), 0o755);
+    const fake = join(dir, 'path');
+    await mkdir(fake);
+    const run = async (version: string) => {
+      await writeFile(
+        join(fake, 'node'),
+        `#!/bin/sh\nif [ "$1" = --version ]; then echo ${version}; else echo "ran $*"; fi\n`,
+      );
+      await chmod(join(fake, 'node'), 0o755);
+      return promisify(execFile)(join(bin, 'ferry'), ['version'], {
+        env: { PATH: `${fake}:/usr/bin:/bin` },
+      }).then(
+        (r) => ({ code: 0, ...r }),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      );
+    };
+    const old = await run('v20.20.2');
+    assert.equal(old.code, 1);
+    assert.match(old.stderr, /needs Node\.js 24 or newer; found v20\.20\.2/);
+    assert.match(old.stderr, /scripts\/bootstrap\.sh/);
+    assert.match(old.stderr, /FERRY_NODE/);
+    const ok = await run('v24.11.0');
+    assert.equal(ok.code, 0);
+    assert.match(ok.stdout, /^ran .*src\/cli\.ts version/);
   });
 
   it('--help lists every agent flag with its env var', async () => {
