@@ -10,13 +10,9 @@ import { Agent, type IncomingMessage, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAgentTagPolicy, loadAgentConfig } from '@ferry/agent';
+import type { TagMode } from '@ferry/interface';
 import { manifestAcceptTypes } from '@ferry/oci';
-import {
-  createMemoryContentSource,
-  createMemoryRouter,
-  createRegistryServer,
-  type TagMode,
-} from '@ferry/registry';
+import { createMemoryContentSource, createMemoryRouter, createRegistryServer } from '@ferry/registry';
 import { allocateBlock, buildImage, pushImage, startRegistry } from '../rig/index.ts';
 
 const args = process.argv.slice(2);

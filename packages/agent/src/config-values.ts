@@ -4,7 +4,8 @@
  * more of the input than the value itself.
  */
 import { isIP } from 'node:net';
-import { isTagMode, parseTagRule, TAG_MODES, type TagMode, type TagRule } from '@ferry/registry';
+import type { TagMode } from '@ferry/interface';
+import { isTagMode, parseTagRule, TAG_MODES, type TagRule } from '@ferry/registry';
 import { z } from 'zod';
 import { isWildcardRegistry, parseRegistryUrl } from './registry-url.ts';
 

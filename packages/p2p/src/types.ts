@@ -1,22 +1,5 @@
+import type { Peer, Router } from '@ferry/interface';
 import type { CID } from 'multiformats/cid';
-
-/** A peer's registry endpoint: `http://host:port` (same shape as `@ferry/registry`'s `Peer`). */
-export interface Peer {
-  /** libp2p peer id of the node. */
-  id: string;
-  /**
-   * Remote IP of the live libp2p connection to the peer (its peer id authenticated by noise);
-   * never an address the peer merely announced.
-   */
-  host: string;
-  /** The registry port the peer advertised (fallback: our own registry port). */
-  port: number;
-}
-
-/** Finds the peers that hold a key (same shape as `@ferry/registry`'s `Router`). */
-export interface Router {
-  lookup(key: string, options: { signal: AbortSignal }): AsyncIterable<Peer>;
-}
 
 /** A pino-compatible logger; only these four levels are used. */
 export interface P2PLogger {
@@ -102,4 +85,4 @@ export interface P2PNode extends Router {
   stop(): Promise<void>;
 }
 
-export type { CID };
+export type { CID, Peer, Router };

@@ -21,14 +21,4 @@ export { createRefPolicy, isTagMode, parseTagRule, TAG_MODES } from './policy.ts
 export type { RegistryServerOptions } from './server.ts';
 export { createRegistryServer } from './server.ts';
 export { RESOLVED_AT_HEADER } from './tags.ts';
-export type {
-  ContentInfo,
-  ContentSource,
-  Peer,
-  Router,
-  TagMode,
-  TagRecordStore,
-  TagResolution,
-  TagUpstream,
-  UpstreamTagOutcome,
-} from './types.ts';
+export type { ContentInfo, ContentSource, TagRecordStore, TagUpstream } from './types.ts';

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import type { Peer, Router, TagResolution } from '@ferry/interface';
 import type { ByteRange } from '@ferry/oci';
 import { tagKey } from '@ferry/oci';
-import type { ContentInfo, ContentSource, Peer, Router, TagRecordStore, TagResolution } from './types.ts';
+import type { ContentInfo, ContentSource, TagRecordStore } from './types.ts';
 
 /** An in-memory {@link ContentSource} for tests. */
 export interface MemoryContentSource extends ContentSource {

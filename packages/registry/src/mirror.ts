@@ -1,15 +1,17 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { Peer, Router } from '@ferry/interface';
 import {
   fingerprintMediaType,
+  firstHeader,
+  hostPort,
   isDigest,
   isManifestMediaType,
   manifestAcceptTypes,
   parseDigest,
 } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
-import type { Peer, Router } from './types.ts';
 
 /** Header set on requests to peers; a request carrying it is answered from local content only. */
 export const MIRRORED_HEADER = 'x-ferry-mirrored';
@@ -123,23 +125,17 @@ interface Attempt {
   abort(): void;
 }
 
-function header(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 function peerUrl(peer: Peer, t: MirrorTarget): string {
-  const host = peer.host.includes(':') && !peer.host.startsWith('[') ? `[${peer.host}]` : peer.host;
-  return `http://${host}:${peer.port}/v2/${t.repository}/${t.kind}/${t.reference}?ns=${encodeURIComponent(t.registry)}`;
+  return `http://${hostPort(peer.host, peer.port)}/v2/${t.repository}/${t.kind}/${t.reference}?ns=${encodeURIComponent(t.registry)}`;
 }
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+)$/;
 
 function spanOf(status: number, headers: IncomingHttpHeaders): Span | undefined {
-  const length = Number(header(headers, 'content-length'));
+  const length = Number(firstHeader(headers['content-length']));
   if (!Number.isSafeInteger(length) || length < 0) return undefined;
   if (status === 200) return { start: 0, end: length - 1, total: length };
-  const m = CONTENT_RANGE.exec(header(headers, 'content-range') ?? '');
+  const m = CONTENT_RANGE.exec(firstHeader(headers['content-range']) ?? '');
   if (m === null) return undefined;
   const span = { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
   if (span.end < span.start || span.end >= span.total || span.end - span.start + 1 !== length)
@@ -188,11 +184,11 @@ async function fetchPeer(
       throw new PeerError(
         `peer ${peer.id} answered ${res.statusCode}`,
         res.statusCode,
-        header(h, 'content-range'),
+        firstHeader(h['content-range']),
       );
     }
     const status = res.statusCode as 200 | 206;
-    const peerDigest = header(h, 'docker-content-digest');
+    const peerDigest = firstHeader(h['docker-content-digest']);
     if (t.digest !== undefined && peerDigest !== undefined && peerDigest !== t.digest) {
       res.body.destroy();
       throw new PeerError(`peer ${peer.id} sent digest ${peerDigest}, asked ${t.digest}`);
@@ -434,12 +430,12 @@ export async function mirror(
     return { ok: false, status: 404, message: r.message, attempts: r.attempts, ...base };
   }
   const span = w.span as Span;
-  const digest = t.digest ?? (header(w.headers, 'docker-content-digest') as string);
+  const digest = t.digest ?? (firstHeader(w.headers['docker-content-digest']) as string);
   const headers: Record<string, string> = {
     'docker-content-digest': digest,
     etag: `"${digest}"`,
   };
-  let contentType = header(w.headers, 'content-type');
+  let contentType = firstHeader(w.headers['content-type']);
   if (t.kind === 'manifests') {
     if (contentType === undefined || !isManifestMediaType(contentType)) {
       const fp = w.buffer === undefined ? undefined : fingerprintMediaType(w.buffer);

@@ -1,10 +1,12 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
+import type { Peer, Router, TagMode, TagResolution, UpstreamOutcome } from '@ferry/interface';
 import {
   type ByteRange,
   type DistributionRequest,
   errorBody,
   fingerprintMediaType,
+  firstHeader,
   isManifestMediaType,
   OciError,
   type OciErrorCode,
@@ -19,17 +21,7 @@ import { writeFileBody } from './file-body.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import type { RefPolicy } from './policy.ts';
 import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
-import type {
-  ContentInfo,
-  ContentSource,
-  Peer,
-  Router,
-  TagMode,
-  TagRecordStore,
-  TagResolution,
-  TagUpstream,
-  UpstreamTagOutcome,
-} from './types.ts';
+import type { ContentInfo, ContentSource, TagRecordStore, TagUpstream } from './types.ts';
 
 /** How a registry request ended. */
 export type RequestOutcome = 'local' | 'peer' | 'miss' | 'filtered' | 'invalid';
@@ -53,7 +45,7 @@ export interface TagEvent {
   /** Time the upstream took to answer (or fail), when asked. */
   upstreamMs?: number;
   /** What the upstream said: resolved, unavailable, unauthorized, not-found. */
-  upstream?: UpstreamTagOutcome['kind'];
+  upstream?: UpstreamOutcome['kind'];
   /** Age of the last-known digest served (outcome last-known, when its resolution time is known). */
   lastKnownAgeMs?: number;
 }
@@ -739,12 +731,12 @@ async function askUpstream(
   tag: string,
   signal: AbortSignal,
   timeoutMs: number,
-): Promise<UpstreamTagOutcome> {
+): Promise<UpstreamOutcome> {
   const ac = new AbortController();
   const onAbort = () => ac.abort(signal.reason);
   signal.addEventListener('abort', onAbort, { once: true });
   let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<UpstreamTagOutcome>((resolve) => {
+  const deadline = new Promise<UpstreamOutcome>((resolve) => {
     timer = setTimeout(() => {
       ac.abort(new Error(`no answer within ${timeoutMs} ms`));
       resolve({ kind: 'unavailable', reason: `no answer within ${timeoutMs} ms` });
@@ -753,7 +745,7 @@ async function askUpstream(
   try {
     return await Promise.race([
       upstream.resolveTag(registry, repository, tag, { signal: ac.signal }).catch(
-        (err: unknown): UpstreamTagOutcome => ({
+        (err: unknown): UpstreamOutcome => ({
           kind: 'unavailable',
           reason: err instanceof Error ? err.message : String(err),
         }),
@@ -767,8 +759,7 @@ async function askUpstream(
 }
 
 function header(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
+  return firstHeader(req.headers[name]);
 }
 
 /** The fastify plugin serving the OCI distribution pull API (`/v2/…`). */

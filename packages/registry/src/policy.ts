@@ -1,5 +1,5 @@
+import type { TagMode } from '@ferry/interface';
 import { normalizeRegistry } from '@ferry/oci';
-import type { TagMode } from './types.ts';
 
 /** The tag modes, in the order the docs list them. */
 export const TAG_MODES: readonly TagMode[] = Object.freeze(['cluster', 'upstream', 'verify']);

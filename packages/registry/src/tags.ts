@@ -1,7 +1,7 @@
-import { isDigest, isManifestMediaType, manifestAcceptTypes } from '@ferry/oci';
+import type { Peer } from '@ferry/interface';
+import { firstHeader, hostPort, isDigest, isManifestMediaType, manifestAcceptTypes } from '@ferry/oci';
 import { request } from 'undici';
 import { MIRRORED_HEADER, type MirrorSettings } from './mirror.ts';
-import type { Peer } from './types.ts';
 
 /** Response header of a peer's answer to a mirrored tag request: when its digest was resolved (ms epoch; 0 = unknown). */
 export const RESOLVED_AT_HEADER = 'x-ferry-resolved-at';
@@ -28,18 +28,13 @@ export interface PeerTagQuery {
   maxPeers: number;
 }
 
-function first(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
-
 async function headPeer(
   s: MirrorSettings,
   q: PeerTagQuery,
   peer: Peer,
   signal: AbortSignal,
 ): Promise<PeerTagAnswer | undefined> {
-  const host = peer.host.includes(':') && !peer.host.startsWith('[') ? `[${peer.host}]` : peer.host;
-  const url = `http://${host}:${peer.port}/v2/${q.repository}/manifests/${q.tag}?ns=${encodeURIComponent(q.registry)}`;
+  const url = `http://${hostPort(peer.host, peer.port)}/v2/${q.repository}/manifests/${q.tag}?ns=${encodeURIComponent(q.registry)}`;
   const res = await request(url, {
     method: 'HEAD',
     headers: {
@@ -53,13 +48,13 @@ async function headPeer(
   res.body.on('error', () => {});
   await res.body.dump().catch(() => {});
   if (res.statusCode !== 200) return undefined;
-  const digest = first(res.headers['docker-content-digest']);
+  const digest = firstHeader(res.headers['docker-content-digest']);
   if (digest === undefined || !isDigest(digest)) return undefined;
-  const at = Number(first(res.headers[RESOLVED_AT_HEADER]) ?? '0');
+  const at = Number(firstHeader(res.headers[RESOLVED_AT_HEADER]) ?? '0');
   const answer: PeerTagAnswer = { peer, digest, resolvedAt: Number.isSafeInteger(at) && at > 0 ? at : 0 };
-  const mediaType = first(res.headers['content-type']);
+  const mediaType = firstHeader(res.headers['content-type']);
   if (mediaType !== undefined && isManifestMediaType(mediaType)) answer.mediaType = mediaType;
-  const size = Number(first(res.headers['content-length']));
+  const size = Number(firstHeader(res.headers['content-length']));
   if (Number.isSafeInteger(size) && size > 0) answer.size = size;
   return answer;
 }

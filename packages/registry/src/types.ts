@@ -1,4 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
+import type { TagResolution, UpstreamOutcome } from '@ferry/interface';
 import type { ByteRange } from '@ferry/oci';
 
 /** What the node holds for one digest. */
@@ -23,45 +24,6 @@ export interface ContentSource {
   openFile?(digest: string): Promise<FileHandle | undefined>;
 }
 
-/** A registry endpoint: http://host:port */
-export interface Peer {
-  id: string;
-  host: string;
-  port: number;
-}
-
-/** Finds peers holding a key: a digest 'sha256:…' or a tag key '<registry>/<repo>:<tag>'. */
-export interface Router {
-  lookup(key: string, options: { signal: AbortSignal }): AsyncIterable<Peer>;
-}
-
-/**
- * How a tag request is answered: `cluster` (what the cluster holds), `upstream` (never: 404 so containerd
- * asks the upstream), `verify` (ask the upstream for the digest, serve it from the cluster; during an
- * upstream outage, the cluster's last-known digest).
- */
-export type TagMode = 'cluster' | 'upstream' | 'verify';
-
-/** One answer to "which digest is `<registry>/<repo>:<tag>`", with where and when it was learned. */
-export interface TagResolution {
-  registry: string;
-  repository: string;
-  tag: string;
-  digest: string;
-  mediaType?: string;
-  size?: number;
-  /** ms since epoch when the upstream (originally) answered; 0 = unknown. */
-  resolvedAt: number;
-  source: 'upstream' | 'last-known' | 'local' | 'peer';
-}
-
-/** What the upstream said about a tag (the shape of @ferry/resolver's UpstreamOutcome). */
-export type UpstreamTagOutcome =
-  | { kind: 'resolved'; digest: string; mediaType?: string; size?: number }
-  | { kind: 'unavailable'; reason: string }
-  | { kind: 'unauthorized'; status: 401 | 403 }
-  | { kind: 'not-found' };
-
 /** Asks the upstream registry which digest a tag names (@ferry/resolver's UpstreamClient fits). */
 export interface TagUpstream {
   resolveTag(
@@ -69,7 +31,7 @@ export interface TagUpstream {
     repository: string,
     tag: string,
     opts?: { signal?: AbortSignal },
-  ): Promise<UpstreamTagOutcome>;
+  ): Promise<UpstreamOutcome>;
   /** True when credentials are configured for the registry. */
   hasCredentials(registry: string): boolean;
 }

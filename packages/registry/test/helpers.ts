@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
+import type { Peer } from '@ferry/interface';
 import { MediaTypes } from '@ferry/oci';
 import type { FastifyInstance } from 'fastify';
 import {
@@ -9,7 +10,6 @@ import {
   createMemoryRouter,
   createRegistryServer,
   type MemoryContentSource,
-  type Peer,
   type RegistryRequestEvent,
   type RegistryServerOptions,
 } from '../src/index.ts';

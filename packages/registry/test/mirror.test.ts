@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
+import type { Peer } from '@ferry/interface';
 import { type ByteRange, MediaTypes, tagKey } from '@ferry/oci';
 import { request } from 'undici';
 import {
@@ -7,7 +8,6 @@ import {
   createMemoryRouter,
   createRegistryServer,
   type MemoryContentSource,
-  type Peer,
   type RegistryServerOptions,
 } from '../src/index.ts';
 import {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
+import type { Peer, TagMode, UpstreamOutcome } from '@ferry/interface';
 import { tagKey } from '@ferry/oci';
 import {
   createMemoryContentSource,
@@ -8,13 +9,10 @@ import {
   createRefPolicy,
   createRegistryServer,
   type MemoryTagStore,
-  type Peer,
   parseTagRule,
   type RegistryServerOptions,
-  type TagMode,
   type TagResolverOptions,
   type TagUpstream,
-  type UpstreamTagOutcome,
 } from '../src/index.ts';
 import { events, sampleImage, startPeer, storeImage } from './helpers.ts';
 
@@ -69,7 +67,7 @@ describe('tag policy rules', () => {
 });
 
 /** A scripted upstream: answers with `answer()` and counts calls. */
-function fakeUpstream(answer: () => UpstreamTagOutcome | Promise<UpstreamTagOutcome>, creds = false) {
+function fakeUpstream(answer: () => UpstreamOutcome | Promise<UpstreamOutcome>, creds = false) {
   const calls: string[] = [];
   const upstream: TagUpstream = {
     async resolveTag(registry, repository, tag) {
@@ -284,7 +282,7 @@ describe('tag modes in the registry', () => {
 
   it('verify: an upstream that never answers is unavailable after upstreamTimeoutMs; the local image answers', async (t) => {
     const img = sampleImage(1000);
-    const { upstream } = fakeUpstream(() => new Promise<UpstreamTagOutcome>(() => {}));
+    const { upstream } = fakeUpstream(() => new Promise<UpstreamOutcome>(() => {}));
     const { app, ev, source } = await node(t, {}, { upstream, upstreamTimeoutMs: 50 });
     storeImage(source, img, 'v1');
     const res = await app.inject({ url: URL_V1 });

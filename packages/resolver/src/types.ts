@@ -1,27 +1,8 @@
+import type { TagResolution as Resolution, UpstreamOutcome } from '@ferry/interface';
 import type { Dispatcher } from 'undici';
 
-/** One answer to "which digest is <registry>/<repo>:<tag>", with where and when it was learned. */
-export interface Resolution {
-  registry: string;
-  repository: string;
-  tag: string;
-  digest: string;
-  mediaType?: string;
-  size?: number;
-  /** ms since epoch, when the upstream (originally) answered. */
-  resolvedAt: number;
-  source: 'upstream' | 'last-known' | 'local' | 'peer';
-}
-
-/** What the upstream said about a tag. Network conditions are outcomes, never exceptions. */
-export type UpstreamOutcome =
-  | { kind: 'resolved'; digest: string; mediaType?: string; size?: number }
-  /** Connection refused/reset, timeout, 5xx, 429 (and any other unexpected answer). */
-  | { kind: 'unavailable'; reason: string }
-  /** No credentials for it, or they were rejected. */
-  | { kind: 'unauthorized'; status: 401 | 403 }
-  /** 404 MANIFEST_UNKNOWN / NAME_UNKNOWN. */
-  | { kind: 'not-found' };
+/** A tag resolution and the upstream's outcome are shared contracts (@ferry/interface). */
+export type { Resolution, UpstreamOutcome };
 
 /** What the upstream answered for content (a blob or a manifest) by digest. */
 export type ContentOutcome =

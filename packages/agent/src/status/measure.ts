@@ -5,6 +5,7 @@
  * deadline, a byte budget, and one measurement at a time.
  */
 import { createHash } from 'node:crypto';
+import type { Router } from '@ferry/interface';
 import {
   type Descriptor,
   isIndexMediaType,
@@ -15,7 +16,6 @@ import {
   type Reference,
   tagKey,
 } from '@ferry/oci';
-import type { Router } from '@ferry/registry';
 import type { RequestHistory, StatusRequest } from './history.ts';
 
 /** Options of createMeasurer. */

@@ -1,0 +1,30 @@
+/**
+ * How a tag request is answered: `cluster` (what the cluster holds), `upstream` (never: 404 so containerd
+ * asks the upstream), `verify` (ask the upstream for the digest, serve it from the cluster; during an
+ * upstream outage, the cluster's last-known digest).
+ */
+export type TagMode = 'cluster' | 'upstream' | 'verify';
+
+/** One answer to "which digest is `<registry>/<repo>:<tag>`", with where and when it was learned. */
+export interface TagResolution {
+  registry: string;
+  repository: string;
+  tag: string;
+  digest: string;
+  mediaType?: string;
+  size?: number;
+  /** ms since epoch when the upstream (originally) answered; 0 = unknown. */
+  resolvedAt: number;
+  /** `upstream`: this node asked the upstream; `peer`: a peer said so; `local`: an image held here. */
+  source: 'upstream' | 'last-known' | 'local' | 'peer';
+}
+
+/** What the upstream said about a tag. Network conditions are outcomes, never exceptions. */
+export type UpstreamOutcome =
+  | { kind: 'resolved'; digest: string; mediaType?: string; size?: number }
+  /** Connection refused/reset, timeout, 5xx, 429 (and any other unexpected answer). */
+  | { kind: 'unavailable'; reason: string }
+  /** No credentials for it, or they were rejected. */
+  | { kind: 'unauthorized'; status: 401 | 403 }
+  /** 404 MANIFEST_UNKNOWN / NAME_UNKNOWN. */
+  | { kind: 'not-found' };
