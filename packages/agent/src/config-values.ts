@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import type { TagMode } from '@ferry/interface';
+import { endpointsOf, normalizeRegistry } from '@ferry/oci';
 import { isTagMode, parseTagRule, TAG_MODES, type TagRule } from '@ferry/registry';
 import { z } from 'zod';
 import { isWildcardRegistry, parseRegistryUrl } from './registry-url.ts';
@@ -215,8 +216,7 @@ export const tagModeSchema: z.ZodType<TagMode, unknown> = oneOf(
 function registryItem(s: string): string {
   if (isWildcardRegistry(s)) return '*';
   try {
-    const host = parseRegistryUrl(s, 'mirrored registry').host;
-    return host === 'index.docker.io' || host === 'registry-1.docker.io' ? 'docker.io' : host;
+    return normalizeRegistry(parseRegistryUrl(s, 'mirrored registry').host);
   } catch (err) {
     throw new ValueError((err as Error).message);
   }
@@ -271,25 +271,12 @@ export const tagRuleListSchema: z.ZodType<readonly TagRule[], unknown> = z
 
 /**
  * Upstream base URLs from --mirrored-registries: `http://10.0.0.9:5000` → `{ '10.0.0.9:5000':
- * 'http://10.0.0.9:5000' }`. Bare hosts mean https (the upstream client's default) and docker.io goes to
- * registry-1.docker.io, so only explicit http:// URLs (and https:// other than docker.io) are listed.
+ * 'http://10.0.0.9:5000' }` (@ferry/oci's `endpointsOf`; docker.io always goes to registry-1.docker.io).
  */
 export function upstreamEndpointsOf(registries: unknown): Readonly<Record<string, string>> {
-  const out: Record<string, string> = {};
   const items =
     typeof registries === 'string' ? splitList(registries) : Array.isArray(registries) ? registries : [];
-  for (const item of items) {
-    if (typeof item !== 'string' || isWildcardRegistry(item)) continue;
-    try {
-      const u = parseRegistryUrl(item, 'mirrored registry');
-      const host = registryItem(item);
-      if (host === 'docker.io') continue;
-      out[host] = u.origin;
-    } catch {
-      // validated elsewhere
-    }
-  }
-  return Object.freeze(out);
+  return Object.freeze(endpointsOf(items.filter((i): i is string => typeof i === 'string')));
 }
 
 function peerItem(s: string): string {

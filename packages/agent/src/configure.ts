@@ -13,8 +13,9 @@ import { constants } from 'node:fs';
 import { access, cp, mkdir, open, readdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
+import { isWildcardRegistry, normalizeRegistry, registryEndpoint } from '@ferry/oci';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
-import { isWildcardRegistry, parseRegistryUrl, RegistryUrlError } from './registry-url.ts';
+import { parseRegistryUrl, RegistryUrlError } from './registry-url.ts';
 
 /** Options of configureHosts. */
 export interface ConfigureOptions {
@@ -96,11 +97,8 @@ export function renderHostsToml(spec: HostsFileSpec): string {
   return `${HEADER}\n${stringifyToml(doc)}\n`;
 }
 
-/** The upstream for a registry host: docker.io's registry lives at registry-1.docker.io. */
-export function upstreamFor(host: string, scheme: 'http' | 'https' = 'https'): string {
-  if (host === 'docker.io' || host === 'index.docker.io') return 'https://registry-1.docker.io';
-  return `${scheme}://${host}`;
-}
+/** The upstream for a registry host: docker.io's registry lives at registry-1.docker.io (@ferry/oci). */
+export const upstreamFor = registryEndpoint;
 
 interface Target {
   dir: string;
@@ -142,7 +140,7 @@ function planTargets(opts: ConfigureOptions): { targets: Target[]; all: boolean;
       if (err instanceof RegistryUrlError) throw new ConfigureError(err.message);
       throw err;
     }
-    const dir = u.host === 'index.docker.io' || u.host === 'registry-1.docker.io' ? 'docker.io' : u.host;
+    const dir = normalizeRegistry(u.host);
     if (!targets.some((t) => t.dir === dir)) targets.push({ dir, server: upstreamFor(dir, u.scheme) });
   }
   return { targets, all: false, mirrors };

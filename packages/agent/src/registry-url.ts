@@ -22,12 +22,7 @@ export class RegistryUrlError extends Error {
   override name = 'RegistryUrlError';
 }
 
-const WILDCARDS = new Set(['_default', '*']);
-
-/** True for `_default` and `*`, which mean "every registry". */
-export function isWildcardRegistry(s: string): boolean {
-  return WILDCARDS.has(s.trim());
-}
+export { isWildcardRegistry } from '@ferry/oci';
 
 /**
  * Parses a registry URL or bare host. `what` names the value in errors ("mirrored registry", "mirror target").

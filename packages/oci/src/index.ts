@@ -21,8 +21,17 @@ export {
   isValidRepository,
   isValidTag,
   NAME_MAX_LENGTH,
-  normalizeRegistry,
   parseReference,
   type Reference,
   tagKey,
 } from './reference.ts';
+export {
+  DOCKER_HUB,
+  DOCKER_HUB_ENDPOINT,
+  endpointsOf,
+  firstHeader,
+  hostPort,
+  isWildcardRegistry,
+  normalizeRegistry,
+  registryEndpoint,
+} from './registries.ts';

@@ -1,12 +1,7 @@
 import { isDigest, shorten } from './digest.ts';
 import { OciError } from './errors.ts';
-import {
-  defaultRepository,
-  isValidRegistry,
-  isValidRepository,
-  isValidTag,
-  normalizeRegistry,
-} from './reference.ts';
+import { defaultRepository, isValidRegistry, isValidRepository, isValidTag } from './reference.ts';
+import { normalizeRegistry } from './registries.ts';
 
 /** A registry API pull request, parsed from its path and `?ns=`. */
 export interface DistributionRequest {

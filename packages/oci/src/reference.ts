@@ -1,5 +1,6 @@
 import { isDigest, shorten } from './digest.ts';
 import { OciError } from './errors.ts';
+import { DOCKER_HUB, normalizeRegistry } from './registries.ts';
 
 /** An image reference, always with a registry and a full repository path. */
 export interface Reference {
@@ -23,18 +24,6 @@ const DOMAIN_COMPONENT = '(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])';
 const REGISTRY_RE = new RegExp(
   `^(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*|\\[[a-fA-F0-9:.]+\\])(?::[0-9]{1,5})?$`,
 );
-
-const DOCKER_HUB = 'docker.io';
-const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
-
-/**
- * Normalises a registry host: lower case, and Docker Hub's aliases ('index.docker.io',
- * 'registry-1.docker.io') become 'docker.io'. Does not validate (see {@link isValidRegistry}).
- */
-export function normalizeRegistry(host: string): string {
-  const h = host.trim().toLowerCase();
-  return DOCKER_HUB_ALIASES.has(h) ? DOCKER_HUB : h;
-}
 
 /** True when `host` is a registry host[:port] (DNS name, IPv4, or IPv6 in brackets). */
 export function isValidRegistry(host: string): boolean {

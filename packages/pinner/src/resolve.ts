@@ -4,7 +4,7 @@
  * resolves through its peers). Upstream and cluster answers are recorded (sync write) before they are
  * returned, unless the request is a dry run.
  */
-import { isDigest, manifestAcceptTypes } from '@ferry/oci';
+import { firstHeader, isDigest, manifestAcceptTypes } from '@ferry/oci';
 import type { LastKnownStore, Resolution, UpstreamClient, UpstreamOutcome } from '@ferry/resolver';
 import { Agent, type Dispatcher, request } from 'undici';
 import type { PinnerErrorReason, PinSource } from './metrics.ts';
@@ -88,10 +88,6 @@ function race<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => T): Promise<
       },
     );
   });
-}
-
-function first(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
 }
 
 /** Creates the pinner's tag resolver. */
@@ -185,9 +181,9 @@ export function createTagResolver(opts: TagResolverOptions): TagResolver {
       res.body.on('error', () => {});
       await res.body.dump().catch(() => {});
       if (res.statusCode !== 200) return `the cluster does not know it (HTTP ${res.statusCode})`;
-      const digest = first(res.headers['docker-content-digest']);
+      const digest = firstHeader(res.headers['docker-content-digest']);
       if (digest === undefined || !isDigest(digest)) return 'the cluster answered without a digest';
-      const at = Number(first(res.headers[RESOLVED_AT_HEADER]) ?? '0');
+      const at = Number(firstHeader(res.headers[RESOLVED_AT_HEADER]) ?? '0');
       return { digest, resolvedAt: Number.isSafeInteger(at) && at > 0 ? at : 0 };
     } catch (err) {
       if (signal.aborted) return 'admission deadline reached';

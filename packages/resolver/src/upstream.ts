@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
 import {
   baseMediaType,
+  endpointsOf,
+  firstHeader,
   isDigest,
   isValidRepository,
   isValidTag,
   manifestAcceptTypes,
   normalizeRegistry,
+  registryEndpoint,
 } from '@ferry/oci';
 import { Agent, type Dispatcher, request } from 'undici';
 import { parseChallenge } from './challenge.ts';
@@ -40,11 +43,6 @@ interface Reply {
   body?: Buffer;
 }
 
-function header(h: Reply['headers'], name: string): string | undefined {
-  const v = h[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 async function buffered(method: string, res: Dispatcher.ResponseData): Promise<Reply> {
   if (method === 'HEAD' || res.statusCode < 200 || res.statusCode >= 300) {
     await res.body.dump();
@@ -67,23 +65,14 @@ function basic(username: string, password: string): string {
   return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
 }
 
-/** The default base URL of a registry host. */
-export function defaultEndpoint(registry: string): string {
-  return registry === 'docker.io' ? 'https://registry-1.docker.io' : `https://${registry}`;
-}
+/** The default base URL of a registry host (@ferry/oci's `registryEndpoint`). */
+export const defaultEndpoint = (registry: string): string => registryEndpoint(registry);
 
 /**
  * Builds an `endpoints` map from registry base URLs (as given to `--mirrored-registries`):
- * `http://127.0.0.2:5000` → `{ '127.0.0.2:5000': 'http://127.0.0.2:5000' }`.
+ * `http://127.0.0.2:5000` → `{ '127.0.0.2:5000': 'http://127.0.0.2:5000' }` (@ferry/oci's `endpointsOf`).
  */
-export function endpointsFromUrls(urls: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const u of urls) {
-    const url = new URL(u);
-    out[normalizeRegistry(url.host)] = `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
-  }
-  return out;
-}
+export const endpointsFromUrls = (urls: string[]): Record<string, string> => endpointsOf(urls);
 
 function describeError(
   err: unknown,
@@ -332,7 +321,13 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
     if (res.statusCode !== 401) return res;
     await res.body.dump();
     if (auth?.tokenKey) tokens.delete(auth.tokenKey);
-    const next = await authorize(registry, repository, header(res.headers, 'www-authenticate'), auth, signal);
+    const next = await authorize(
+      registry,
+      repository,
+      firstHeader(res.headers['www-authenticate']),
+      auth,
+      signal,
+    );
     if ('kind' in next) return next;
     auth = next;
     res = await open(method, url, headers(auth), signal);
@@ -363,14 +358,14 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
     const url = `${base}/v2/${repository}/manifests/${encodeURIComponent(tag)}`;
     let reply = await exchange('HEAD', url, registry, repository, signal);
     if ('kind' in reply) return reply;
-    const headDigest = header(reply.headers, 'docker-content-digest');
+    const headDigest = firstHeader(reply.headers['docker-content-digest']);
     const ok = reply.status >= 200 && reply.status < 300;
     if (reply.status === 405 || (ok && !(headDigest && isDigest(headDigest)))) {
       reply = await exchange('GET', url, registry, repository, signal);
       if ('kind' in reply) return reply;
       if (reply.status < 200 || reply.status >= 300) return statusOutcome(reply.status, 'manifest');
       const body = reply.body ?? Buffer.alloc(0);
-      const contentType = header(reply.headers, 'content-type');
+      const contentType = firstHeader(reply.headers['content-type']);
       return {
         kind: 'resolved',
         digest: `sha256:${createHash('sha256').update(body).digest('hex')}`,
@@ -379,8 +374,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
       };
     }
     if (!ok) return statusOutcome(reply.status, 'manifest');
-    const contentType = header(reply.headers, 'content-type');
-    const length = Number(header(reply.headers, 'content-length'));
+    const contentType = firstHeader(reply.headers['content-type']);
+    const length = Number(firstHeader(reply.headers['content-length']));
     return {
       kind: 'resolved',
       digest: headDigest as string,

@@ -3,7 +3,7 @@
  * rendered here, which the page's script swaps in) and `/debug/measure?image=REF` (time a DHT lookup and a pull through the local mirror).
  */
 import { randomBytes } from 'node:crypto';
-import { OciError } from '@ferry/oci';
+import { hostPort, OciError } from '@ferry/oci';
 import type { P2PNode } from '@ferry/p2p';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Tracker } from '../tracker.ts';
@@ -70,9 +70,7 @@ export function localRegistryUrl(addr: { host: string; port: number }): string {
   const host = addr.host;
   if (host === '' || host === '0.0.0.0') return `http://127.0.0.1:${addr.port}`;
   if (host === '::' || host === '[::]') return `http://[::1]:${addr.port}`;
-  return host.includes(':') && !host.startsWith('[')
-    ? `http://[${host}]:${addr.port}`
-    : `http://${host}:${addr.port}`;
+  return `http://${hostPort(host, addr.port)}`;
 }
 
 function htmlHeaders(reply: FastifyReply, nonce?: string): FastifyReply {
