@@ -171,7 +171,7 @@ export interface RequestObserver {
   onPeerFailure(e: PeerFailureEvent): void;
 }
 
-const OUTCOMES = new Set<RequestOutcome>(['local', 'peer', 'miss', 'filtered', 'invalid']);
+const OUTCOMES = new Set<RequestOutcome>(['local', 'peer', 'pull-through', 'miss', 'filtered', 'invalid']);
 const TAG_MODES = new Set<string>(['cluster', 'upstream', 'verify']);
 const TAG_OUTCOMES = new Set<string>(['upstream', 'last-known', 'cluster', 'deferred', 'miss']);
 const UPSTREAM_RESULTS = new Set<string>(['resolved', 'unavailable', 'unauthorized', 'not-found']);

@@ -20,11 +20,12 @@ import { Agent } from 'undici';
 import { writeFileBody } from './file-body.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import type { RefPolicy } from './policy.ts';
+import { type PullThrough, requestContext } from './pull-through.ts';
 import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
 import type { ContentInfo, ContentSource, TagRecordStore, TagUpstream } from './types.ts';
 
 /** How a registry request ended. */
-export type RequestOutcome = 'local' | 'peer' | 'miss' | 'filtered' | 'invalid';
+export type RequestOutcome = 'local' | 'peer' | 'pull-through' | 'miss' | 'filtered' | 'invalid';
 
 /**
  * How a tag was resolved: `upstream` (the upstream named the digest), `last-known` (upstream unavailable:
@@ -137,6 +138,12 @@ export interface RegistryPluginOptions {
   tags?: TagResolverOptions;
   /** undici dispatcher for peer requests; default: an Agent owned (and closed) by the plugin. */
   dispatcher?: import('undici').Dispatcher;
+  /**
+   * First-pull sharing: a digest no peer holds is fetched from the upstream into the spool (by this
+   * node or, when it is in flight elsewhere, from that node) and served while it arrives. Absent:
+   * such a request is a 404 and containerd asks the upstream.
+   */
+  pullThrough?: PullThrough;
 }
 
 const MiB = 1024 * 1024;
@@ -184,7 +191,8 @@ async function* counted(
 }
 
 const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, opts) => {
-  const source = opts.source;
+  const pullThrough = opts.pullThrough;
+  const source = pullThrough === undefined ? opts.source : pullThrough.source(opts.source);
   const policy = opts.policy;
   const defaultRegistry = opts.defaultRegistry ?? 'docker.io';
   const maxManifestBytes = opts.maxManifestBytes ?? 4 * MiB;
@@ -647,6 +655,24 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       return;
     }
     if (result.resolveMs !== undefined) ev.resolveMs = result.resolveMs;
+    if (!result.ok && result.status === 404 && d.digest !== undefined && pullThrough !== undefined) {
+      // Nobody holds it complete: fetch it (or follow the node fetching it) into the spool.
+      const entry = await pullThrough.start({
+        kind: d.kind,
+        registry: d.registry,
+        repository: d.repository,
+        digest: d.digest,
+      });
+      if (entry !== undefined && !signal.aborted) {
+        const served = await serveLocal(req, reply, ctx, d, signal);
+        if (served !== false) {
+          ev.outcome = 'pull-through';
+          return served;
+        }
+        ev.outcome = 'miss';
+        ev.error = `pull-through: ${entry.error?.message ?? 'not available'}`;
+      }
+    }
     if (!result.ok) {
       if (result.status === 416) {
         if (result.contentRange) reply.header('content-range', result.contentRange);
@@ -684,7 +710,10 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
     handler: async (req, reply) => {
       const rest = (req.params as { '*': string })['*'];
       if (rest === '') return reply.header('docker-distribution-api-version', 'registry/2.0').send({});
-      return handle(req, reply);
+      if (pullThrough === undefined) return handle(req, reply);
+      // Spool reads know whether a peer asks (bytes shared while in flight, followers).
+      const mirrored = header(req, MIRRORED_HEADER)?.toLowerCase() === 'true';
+      return requestContext.run({ mirrored, remote: req.ip }, () => handle(req, reply));
     },
   });
 };

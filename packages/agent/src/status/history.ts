@@ -56,7 +56,7 @@ export function createRequestHistory(opts: RequestHistoryOptions = {}): RequestH
   const now = opts.now ?? Date.now;
   const recent: StatusRequest[] = [];
   const listeners = new Set<(request: StatusRequest) => void>();
-  const counts: OutcomeCounts = { local: 0, peer: 0, miss: 0, filtered: 0, invalid: 0 };
+  const counts: OutcomeCounts = { local: 0, peer: 0, 'pull-through': 0, miss: 0, filtered: 0, invalid: 0 };
   let bytesFromPeers = 0;
   const served = { requests: 0, bytes: 0 };
   let lastSuccess: MirrorSummary['lastSuccess'];

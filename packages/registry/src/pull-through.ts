@@ -1,0 +1,448 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ByteRange } from '@ferry/oci';
+import { type Dispatcher, request } from 'undici';
+import { MIRRORED_HEADER } from './mirror.ts';
+import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
+import type { ContentInfo, ContentSource, Peer } from './types.ts';
+
+/** What the upstream answered for content by digest (@ferry/resolver's ContentOutcome). */
+export type UpstreamContent =
+  | {
+      kind: 'content';
+      size: number;
+      offset: number;
+      mediaType?: string;
+      body: AsyncIterable<Buffer>;
+      cancel(): void;
+    }
+  | { kind: 'unavailable'; reason: string }
+  | { kind: 'unauthorized'; status: 401 | 403 }
+  | { kind: 'not-found' };
+
+/** Fetches content by digest from the upstream (@ferry/resolver's UpstreamClient fits). */
+export interface ContentUpstream {
+  fetchContent(
+    registry: string,
+    repository: string,
+    kind: 'blobs' | 'manifests',
+    digest: string,
+    opts?: { offset?: number; signal?: AbortSignal },
+  ): Promise<UpstreamContent>;
+}
+
+/** Announces and finds in-flight transfers in the DHT (the p2p node fits). */
+export interface InflightDirectory {
+  readonly peerId: string;
+  advertise(keys: string[]): Promise<void>;
+  withdraw(keys: string[]): Promise<void>;
+  lookup(key: string, options: { signal: AbortSignal }): AsyncIterable<Peer>;
+}
+
+/** What to fetch. */
+export interface PullTarget {
+  kind: 'blobs' | 'manifests';
+  registry: string;
+  repository: string;
+  digest: string;
+}
+
+/** One in-flight transfer, for the status page. */
+export interface TransferInfo {
+  digest: string;
+  registry: string;
+  repository: string;
+  size?: number;
+  written: number;
+  state: SpoolEntry['state'];
+  /** Where the bytes come from: 'upstream', a peer id, or 'electing'. */
+  source: string;
+  /** Peers (addresses) streaming from this node's copy. */
+  followers: string[];
+  takeovers: number;
+  startedAt: number;
+}
+
+/** Counters for metrics, called as things happen. */
+export interface PullThroughObserver {
+  onUpstreamBytes?(n: number): void;
+  onSharedBytes?(n: number): void;
+  onTakeover?(digest: string): void;
+  onTransferEnd?(t: TransferInfo & { error?: string }): void;
+}
+
+export interface PullThroughOptions {
+  spool: Spool;
+  upstream: ContentUpstream;
+  /** Without it every node fetches for itself (no sharing while in flight). */
+  directory?: InflightDirectory;
+  /** Election window; keep it ≤ the mirror resolve timeout. */
+  windowMs: number;
+  dispatcher: Dispatcher;
+  /** Deadline for a peer's response headers. */
+  peerTimeoutMs: number;
+  /** A peer's body may stall this long before the next source is tried. Default 10 s. */
+  peerIdleMs?: number;
+  /** True once the node's containerd holds the digest (the spool entry is then removed). */
+  held(digest: string): Promise<boolean>;
+  /** A complete entry is removed after this long even if containerd never takes it. Default 10 min. */
+  keepMs?: number;
+  /** How long a request waits for an entry's size. Default 30 s. */
+  sizeWaitMs?: number;
+  observer?: PullThroughObserver;
+  log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+}
+
+/** Keys announced in the DHT: a node joining an election, a node holding a copy being fed. */
+export const electionKey = (digest: string) => `ferry-inflight/${digest}`;
+export const copyKey = (digest: string) => `ferry-copy/${digest}`;
+
+/** Rank of a node for a digest: the lowest fetches. Global, so following never forms a cycle. */
+export function rank(peerId: string, digest: string): string {
+  return createHash('sha256').update(`${peerId}\n${digest}`).digest('hex');
+}
+
+/** Requests run inside this context when a peer asks (the plugin sets it). */
+export const requestContext = new AsyncLocalStorage<{ mirrored: boolean; remote: string }>();
+
+interface Transfer {
+  target: PullTarget;
+  entry: SpoolEntry;
+  source: string;
+  followers: Set<string>;
+  takeovers: number;
+  startedAt: number;
+  abort: AbortController;
+}
+
+/** Pull-through with first-pull sharing: one spool entry per digest, fed by the upstream or by peers. */
+export class PullThrough {
+  private readonly transfers = new Map<string, Transfer>();
+  /** registry/repository → until when the upstream refused us (401/403). */
+  private readonly refused = new Map<string, number>();
+  private readonly opts: PullThroughOptions;
+  private closed = false;
+
+  constructor(opts: PullThroughOptions) {
+    this.opts = opts;
+  }
+
+  list(): TransferInfo[] {
+    return [...this.transfers.values()].map((t) => this.info(t));
+  }
+
+  private info(t: Transfer): TransferInfo {
+    return {
+      digest: t.target.digest,
+      registry: t.target.registry,
+      repository: t.target.repository,
+      ...(t.entry.size === undefined ? {} : { size: t.entry.size }),
+      written: t.entry.written,
+      state: t.entry.state,
+      source: t.source,
+      followers: [...t.followers],
+      takeovers: t.takeovers,
+      startedAt: t.startedAt,
+    };
+  }
+
+  /** The entry for a digest, starting a transfer when there is none. undefined: not possible (spool full, refused). */
+  async start(target: PullTarget): Promise<SpoolEntry | undefined> {
+    if (this.closed) return undefined;
+    const existing = this.opts.spool.get(target.digest);
+    if (existing !== undefined) return existing;
+    const until = this.refused.get(`${target.registry}/${target.repository}`);
+    if (until !== undefined && until > Date.now()) return undefined;
+    let entry: SpoolEntry;
+    try {
+      entry = await this.opts.spool.create(target.digest);
+    } catch (err) {
+      // A concurrent request created it meanwhile.
+      const again = this.opts.spool.get(target.digest);
+      if (again !== undefined) return again;
+      this.opts.log?.warn(
+        { digest: target.digest, err: (err as Error).message },
+        'pull-through: no spool entry',
+      );
+      return undefined;
+    }
+    const t: Transfer = {
+      target,
+      entry,
+      source: 'electing',
+      followers: new Set(),
+      takeovers: 0,
+      startedAt: Date.now(),
+      abort: new AbortController(),
+    };
+    this.transfers.set(target.digest, t);
+    void this.run(t);
+    return entry;
+  }
+
+  /** A ContentSource serving the node's content, then in-flight spool entries (whole or by range, waiting for bytes). */
+  source(local: ContentSource): ContentSource {
+    const sizeWaitMs = this.opts.sizeWaitMs ?? 30_000;
+    const spool = this.opts.spool;
+    const self = this;
+    return {
+      resolveTag: (r, repo, tag) => local.resolveTag(r, repo, tag),
+      async stat(digest): Promise<ContentInfo | undefined> {
+        const held = await local.stat(digest);
+        if (held !== undefined) return held;
+        const e = spool.get(digest);
+        if (e === undefined) return undefined;
+        const size = await e.sizeKnown(AbortSignal.timeout(sizeWaitMs));
+        if (size === undefined) return undefined;
+        return { digest, size, ...(e.mediaType === undefined ? {} : { mediaType: e.mediaType }) };
+      },
+      async open(digest, range?: ByteRange) {
+        const e = spool.get(digest);
+        if (e === undefined) return local.open(digest, range);
+        const ctx = requestContext.getStore();
+        const t = self.transfers.get(digest);
+        if (ctx?.mirrored && t !== undefined) t.followers.add(ctx.remote);
+        const onShared = ctx?.mirrored ? self.opts.observer?.onSharedBytes : undefined;
+        return Readable.from(counting(e.read(range?.start ?? 0, range?.end), onShared));
+      },
+      ...(local.openFile === undefined
+        ? {}
+        : {
+            openFile: async (digest: string) =>
+              spool.get(digest) === undefined ? local.openFile?.(digest) : undefined,
+          }),
+    };
+  }
+
+  private async run(t: Transfer): Promise<void> {
+    const { digest } = t.target;
+    const dir = this.opts.directory;
+    const keys: string[] = [];
+    let error: string | undefined;
+    try {
+      let candidates: Peer[] = [];
+      if (dir !== undefined) {
+        const myRank = rank(dir.peerId, digest);
+        const started = performance.now();
+        // Nodes holding a copy being fed: follow one (any of them is further along than us).
+        candidates = await this.find(copyKey(digest), Math.max(this.opts.windowMs, 50));
+        if (candidates.length === 0) {
+          // Election: announce, wait the window, the lowest rank among those seen fetches.
+          keys.push(electionKey(digest));
+          await withDeadline(dir.advertise([electionKey(digest)]), this.opts.windowMs);
+          const left = this.opts.windowMs - (performance.now() - started);
+          if (left > 0) await sleep(left);
+          const [electors, copies] = await Promise.all([
+            this.find(electionKey(digest), Math.max(this.opts.windowMs, 50)),
+            this.find(copyKey(digest), Math.max(this.opts.windowMs, 50)),
+          ]);
+          // Only lower ranks: nodes deciding at the same moment must never follow each other.
+          const seen = [...copies, ...electors.filter((e) => !copies.some((c) => c.id === e.id))];
+          candidates = seen.filter((p) => rank(p.id, digest) < myRank);
+        }
+        candidates.sort((a, b) => (rank(a.id, digest) < rank(b.id, digest) ? -1 : 1));
+        keys.push(copyKey(digest));
+        void dir.advertise([copyKey(digest)]).catch(() => {});
+      }
+      await this.feed(t, candidates);
+    } catch (err) {
+      error = (err as Error).message;
+      t.entry.fail(err as Error);
+    } finally {
+      if (dir !== undefined && keys.length > 0) void dir.withdraw(keys).catch(() => {});
+      this.opts.observer?.onTransferEnd?.({ ...this.info(t), ...(error === undefined ? {} : { error }) });
+      if (error !== undefined) {
+        this.opts.log?.warn({ digest, error }, 'pull-through transfer failed');
+        await this.drop(t);
+      } else {
+        this.opts.log?.info(
+          {
+            digest,
+            bytes: t.entry.size,
+            source: t.source,
+            followers: t.followers.size,
+            takeovers: t.takeovers,
+          },
+          'pull-through transfer complete',
+        );
+        void this.keepUntilHeld(t);
+      }
+    }
+  }
+
+  /** Feeds the entry from the candidates in order, then from the upstream (resuming where the bytes stopped). */
+  private async feed(t: Transfer, candidates: Peer[]): Promise<void> {
+    const { digest } = t.target;
+    const myRank = this.opts.directory === undefined ? '' : rank(this.opts.directory.peerId, digest);
+    const tried = new Set<string>();
+    let queue = candidates;
+    let upstreamFailures = 0;
+    for (;;) {
+      if (t.entry.state === 'complete') return;
+      if (t.entry.state === 'failed') throw t.entry.error ?? new SpoolError('failed');
+      const peer = queue.find((p) => !tried.has(p.id));
+      if (peer !== undefined) {
+        tried.add(peer.id);
+        t.source = peer.id;
+        try {
+          await this.fromPeer(t, peer);
+          continue;
+        } catch (err) {
+          if (err instanceof SpoolError) throw err;
+          this.opts.log?.info(
+            { digest, peer: peer.id, err: (err as Error).message },
+            'pull-through: peer source lost',
+          );
+          // Re-elect among the copies still being fed, only lower ranks (no cycles); else take over.
+          const copies = await this.find(copyKey(digest), Math.max(this.opts.windowMs, 50));
+          queue = copies.filter((p) => !tried.has(p.id) && rank(p.id, digest) < myRank);
+          continue;
+        }
+      }
+      const wasFollowing = t.source !== 'electing' && t.source !== 'upstream';
+      if (wasFollowing || (t.entry.written > 0 && t.source === 'upstream')) {
+        t.takeovers++;
+        this.opts.observer?.onTakeover?.(digest);
+      }
+      t.source = 'upstream';
+      try {
+        await this.fromUpstream(t);
+      } catch (err) {
+        if (err instanceof SpoolError || err instanceof Refused) throw err;
+        if (++upstreamFailures >= 3) throw err;
+        this.opts.log?.info(
+          { digest, err: (err as Error).message, at: t.entry.written },
+          'pull-through: upstream lost, resuming',
+        );
+        await sleep(100 * upstreamFailures);
+      }
+    }
+  }
+
+  private async fromUpstream(t: Transfer): Promise<void> {
+    const { registry, repository, kind, digest } = t.target;
+    const out = await this.opts.upstream.fetchContent(registry, repository, kind, digest, {
+      offset: t.entry.written,
+      signal: t.abort.signal,
+    });
+    if (out.kind === 'unauthorized') {
+      this.refused.set(`${registry}/${repository}`, Date.now() + 60_000);
+      if (this.refused.size > 1000) this.refused.delete(this.refused.keys().next().value as string);
+      throw new Refused(`the upstream wants credentials (${out.status}); containerd fetches it with its own`);
+    }
+    if (out.kind === 'not-found') throw new Refused('the upstream does not know it');
+    if (out.kind === 'unavailable') throw new Error(`upstream unavailable: ${out.reason}`);
+    try {
+      await t.entry.begin(out.size, out.mediaType);
+      for await (const chunk of out.body) {
+        this.opts.observer?.onUpstreamBytes?.(chunk.length);
+        await t.entry.write(chunk);
+      }
+    } finally {
+      out.cancel();
+    }
+    if (t.entry.state !== 'complete') throw new Error(`upstream body ended at ${t.entry.written} bytes`);
+  }
+
+  private async fromPeer(t: Transfer, peer: Peer): Promise<void> {
+    const { registry, repository, kind, digest } = t.target;
+    const offset = t.entry.written;
+    const url = `http://${peer.host.includes(':') ? `[${peer.host}]` : peer.host}:${peer.port}/v2/${repository}/${kind}/${digest}?ns=${encodeURIComponent(registry)}`;
+    const res = await request(url, {
+      method: 'GET',
+      headers: {
+        [MIRRORED_HEADER]: 'true',
+        'user-agent': 'ferry',
+        ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
+      },
+      dispatcher: this.opts.dispatcher,
+      signal: t.abort.signal,
+      headersTimeout: this.opts.peerTimeoutMs + (this.opts.sizeWaitMs ?? 30_000),
+      bodyTimeout: this.opts.peerIdleMs ?? 10_000,
+    });
+    try {
+      let size: number;
+      if (res.statusCode === 206 && offset > 0) {
+        const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
+        if (!m || Number(m[1]) !== offset) throw new Error('peer answered a different range');
+        size = Number(m[2]);
+      } else if (res.statusCode === 200 && offset === 0) {
+        size = Number(res.headers['content-length']);
+      } else {
+        throw new Error(`peer answered HTTP ${res.statusCode}`);
+      }
+      if (!Number.isSafeInteger(size) || size < 0) throw new Error('peer answered no size');
+      const ct = res.headers['content-type'];
+      await t.entry.begin(size, typeof ct === 'string' ? ct : undefined);
+      for await (const chunk of res.body as AsyncIterable<Buffer>) await t.entry.write(chunk);
+      if (t.entry.state !== 'complete') throw new Error(`peer body ended at ${t.entry.written} bytes`);
+    } finally {
+      res.body.destroy();
+    }
+  }
+
+  /** Peers providing `key` (not us), collected within `ms`. */
+  private async find(key: string, ms: number): Promise<Peer[]> {
+    const dir = this.opts.directory;
+    if (dir === undefined) return [];
+    const out: Peer[] = [];
+    const signal = AbortSignal.timeout(ms);
+    try {
+      for await (const p of dir.lookup(key, { signal })) {
+        if (p.id !== dir.peerId && !out.some((o) => o.id === p.id)) out.push(p);
+        if (out.length >= 32) break;
+      }
+    } catch {
+      // A failed lookup is an empty one.
+    }
+    return out;
+  }
+
+  private async keepUntilHeld(t: Transfer): Promise<void> {
+    const until = Date.now() + (this.opts.keepMs ?? 600_000);
+    while (!this.closed && Date.now() < until) {
+      await sleep(1000);
+      if (await this.opts.held(t.target.digest).catch(() => false)) break;
+    }
+    await this.drop(t);
+  }
+
+  private async drop(t: Transfer): Promise<void> {
+    if (this.transfers.get(t.target.digest) === t) this.transfers.delete(t.target.digest);
+    await this.opts.spool.remove(t.entry);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.transfers.values()) t.abort.abort(new Error('shutting down'));
+    await this.opts.spool.close();
+  }
+}
+
+/** The upstream will not give it to us: the request gets a 404 and containerd fetches it itself. */
+class Refused extends Error {
+  override name = 'Refused';
+}
+
+async function* counting(
+  it: AsyncIterable<Buffer>,
+  onBytes: ((n: number) => void) | undefined,
+): AsyncGenerator<Buffer> {
+  for await (const c of it) {
+    onBytes?.(c.length);
+    yield c;
+  }
+}
+
+async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    p.catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+}
