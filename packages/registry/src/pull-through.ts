@@ -2,11 +2,12 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Peer } from '@ferry/interface';
 import type { ByteRange } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
 import { MIRRORED_HEADER } from './mirror.ts';
 import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
-import type { ContentInfo, ContentSource, Peer } from './types.ts';
+import type { ContentInfo, ContentSource } from './types.ts';
 
 /** What the upstream answered for content by digest (@ferry/resolver's ContentOutcome). */
 export type UpstreamContent =

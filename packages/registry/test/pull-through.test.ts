@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Peer } from '@ferry/interface';
 import { Agent, request } from 'undici';
 import {
   type ContentUpstream,
@@ -12,7 +13,6 @@ import {
   createMemoryRouter,
   createRegistryServer,
   type InflightDirectory,
-  type Peer,
   PullThrough,
   type PullThroughObserver,
   Spool,
