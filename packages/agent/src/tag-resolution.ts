@@ -85,7 +85,13 @@ export async function createAgentTagPolicy(
     tags: {
       modeFor: (registry, repository, tag) => policy.modeFor(registry, repository, tag),
       upstream,
-      lastKnown,
+      // The store applies the trust rules itself (a refused peer answer is not an error here).
+      lastKnown: {
+        get: (registry, repository, tag) => lastKnown.get(registry, repository, tag),
+        record: async (r) => {
+          await lastKnown.record(r);
+        },
+      },
       upstreamTimeoutMs: config.upstreamTimeout,
     },
     async close() {

@@ -17,6 +17,10 @@ export interface TagResolution {
   resolvedAt: number;
   /** `upstream`: this node asked the upstream; `peer`: a peer said so; `local`: an image held here. */
   source: 'upstream' | 'last-known' | 'local' | 'peer';
+  /** For `source: 'peer'`: who answered (a peer id, or 'cluster' for the pinner's agent). */
+  peer?: string;
+  /** Set by a last-known store: when this node stored the record (ms since epoch, its own clock). */
+  learnedAt?: number;
 }
 
 /** What the upstream said about a tag. Network conditions are outcomes, never exceptions. */

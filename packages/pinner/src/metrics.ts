@@ -15,6 +15,8 @@ export type PinnerErrorReason =
   | 'record-failed'
   | 'store-failed'
   | 'cluster-failed'
+  | 'cluster-implausible'
+  | 'too-large'
   | 'internal';
 
 /** The pinner's metrics. */
@@ -50,7 +52,7 @@ export function createPinnerMetrics(registry: Registry = new Registry()): Pinner
     }),
     errors: new Counter({
       name: 'ferry_pinner_errors_total',
-      help: 'Pinner problems by reason: bad-request, wrong-kind, invalid-reference, upstream-unavailable, upstream-unauthorized, upstream-not-found, record-failed, store-failed, cluster-failed, internal.',
+      help: 'Pinner problems by reason: bad-request, wrong-kind, invalid-reference, upstream-unavailable, upstream-unauthorized, upstream-not-found, record-failed, store-failed, cluster-failed, cluster-implausible, too-large, internal.',
       labelNames: ['reason'],
       registers,
     }),

@@ -5,7 +5,13 @@
  * returned, unless the request is a dry run.
  */
 import { firstHeader, isDigest, manifestAcceptTypes } from '@ferry/oci';
-import type { LastKnownStore, Resolution, UpstreamClient, UpstreamOutcome } from '@ferry/resolver';
+import {
+  type LastKnownStore,
+  MAX_PEER_CLOCK_SKEW_MS,
+  type Resolution,
+  type UpstreamClient,
+  type UpstreamOutcome,
+} from '@ferry/resolver';
 import { Agent, type Dispatcher, request } from 'undici';
 import type { PinnerErrorReason, PinSource } from './metrics.ts';
 
@@ -231,7 +237,18 @@ export function createTagResolver(opts: TagResolverOptions): TagResolver {
       // 3. The cluster: the local agent's registry, which asks its peers.
       const c = await clusterStep(ref, signal);
       if (typeof c === 'string') return { kind: 'unresolved', reason: `${why}; no last-known digest; ${c}` };
-      await record({ ...ref, digest: c.digest, resolvedAt: c.resolvedAt, source: 'peer' }, dryRun);
+      // A peer-learned answer is evidence: pinned under the store's rules (no time in the future).
+      if (c.resolvedAt > now() + MAX_PEER_CLOCK_SKEW_MS) {
+        onError('cluster-implausible', { key });
+        return {
+          kind: 'unresolved',
+          reason: `${why}; no last-known digest; the cluster's answer claims a resolution time in the future`,
+        };
+      }
+      await record(
+        { ...ref, digest: c.digest, resolvedAt: c.resolvedAt, source: 'peer', peer: 'cluster' },
+        dryRun,
+      );
       return { kind: 'pinned', digest: c.digest, source: 'cluster', resolvedAt: c.resolvedAt };
     },
     async close() {

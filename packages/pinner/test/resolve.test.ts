@@ -103,6 +103,30 @@ describe('tag resolver', () => {
     assert.match((miss as { reason: string }).reason, /HTTP 404/);
   });
 
+  it('does not pin a cluster answer dated in the future (peer data is evidence)', async (t) => {
+    const cluster = await serve(t, '127.0.0.1', (_req, res) => {
+      res.writeHead(200, {
+        'docker-content-digest': D2,
+        'x-ferry-resolved-at': String(Date.now() + 3_600_000),
+      });
+      res.end();
+    });
+    const store = createMemoryLastKnownStore();
+    const errors: string[] = [];
+    const r = createTagResolver({
+      upstream: fakeUpstream().client,
+      store,
+      clusterUrl: cluster.url,
+      onError: (reason) => errors.push(reason),
+    });
+    t.after(() => r.close());
+    const a = await r.resolve(ref, { signal: long() });
+    assert.equal(a.kind, 'unresolved');
+    assert.match((a as { reason: string }).reason, /in the future/);
+    assert.ok(errors.includes('cluster-implausible'));
+    assert.equal(await store.get(ref.registry, ref.repository, ref.tag), undefined);
+  });
+
   it('the admission deadline bounds a cluster that never answers', async (t) => {
     const cluster = await serve(t, '127.0.0.1', () => {});
     const r = createTagResolver({

@@ -11,6 +11,13 @@ export {
   normalizeCredentialHost,
 } from './credentials.ts';
 export { createMemoryLastKnownStore, openLastKnownStore } from './store.ts';
+export {
+  checkResolution,
+  DEFAULT_MAX_ENTRIES,
+  isCurrent,
+  MAX_PEER_CLOCK_SKEW_MS,
+  mayRecord,
+} from './store-rules.ts';
 export type {
   ContentOutcome,
   DockerAuthEntry,

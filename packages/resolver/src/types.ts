@@ -76,10 +76,28 @@ export interface UpstreamClient {
   close(): Promise<void>;
 }
 
+/**
+ * The last-known store: per tag, the newest digest this node may serve during an outage. Its rules
+ * (see store-rules.ts), the same for every implementation:
+ * - An upstream answer (`source: 'upstream'`) is always recorded: it replaces any peer-learned record
+ *   and an older upstream record; it is never refused, whatever time a record claims.
+ * - A peer answer (`source: 'peer'`) is evidence: never recorded over this node's own upstream record,
+ *   nor when its time is in the future or missing, nor over a newer peer record.
+ * - A peer-learned record lasts only for the outage it was learned in: once the upstream of that
+ *   registry answered again (any tag), `get` no longer returns it (and it is dropped).
+ * - At most `maxEntries` records; the oldest (by resolvedAt) go first.
+ */
 export interface LastKnownStore {
-  /** Durable before it resolves (sync write): a kill -9 after it resolves loses nothing. Keeps the newest per tag. */
-  record(r: Resolution): Promise<void>;
+  /**
+   * Applies the rules above; true when the record was stored. Durable before it resolves (sync write):
+   * a kill -9 after it resolves loses nothing. Throws TypeError for a malformed resolution or a source
+   * other than 'upstream' and 'peer'.
+   */
+  record(r: Resolution): Promise<boolean>;
+  /** The record for a tag, unless it is a peer-learned one the upstream has answered since. */
   get(registry: string, repository: string, tag: string): Promise<Resolution | undefined>;
+  /** Notes that the upstream of `registry` answered (e.g. "not found"): ends its peer-learned records. */
+  upstreamAnswered(registry: string): Promise<void>;
   /** Newest first, for status pages. */
   recent(limit: number): Promise<Resolution[]>;
   close(): Promise<void>;
@@ -93,4 +111,8 @@ export interface WarnLogger {
 export interface LastKnownStoreOptions {
   /** Where skipped (corrupted) records are reported. Default: `process.emitWarning`. */
   logger?: WarnLogger;
+  /** Most records kept; the oldest are evicted. Default 10,000. */
+  maxEntries?: number;
+  /** Clock (tests). Default Date.now. */
+  now?: () => number;
 }

@@ -38,7 +38,9 @@ async function semantics(store: LastKnownStore): Promise<void> {
     size: 9,
   });
   await store.record(res('v1', d(3), 2000)); // older: ignored
-  assert.deepEqual(await store.get('example.com', 'team/app', 'v1'), {
+  const { learnedAt, ...got } = (await store.get('example.com', 'team/app', 'v1'))!;
+  assert.equal(typeof learnedAt, 'number', 'the store notes when it learned a record');
+  assert.deepEqual(got, {
     ...res('v1', d(2), 3000),
     mediaType: 'application/vnd.oci.image.index.v1+json',
     size: 9,
@@ -60,6 +62,108 @@ async function semantics(store: LastKnownStore): Promise<void> {
 describe('memory store', () => {
   test('newest wins, recent newest first', async () => {
     await semantics(createMemoryLastKnownStore());
+  });
+});
+
+/** The trust rules, run against both stores (clock injected). */
+function trustRules(open: (opts: { now: () => number; maxEntries?: number }) => Promise<LastKnownStore>) {
+  const T = Date.parse('2026-06-01T00:00:00Z');
+  const peer = (tag: string, digest: string, resolvedAt: number): Resolution => ({
+    ...res(tag, digest, resolvedAt),
+    source: 'peer',
+    peer: '12D3KooWLiar',
+  });
+  const get = (s: LastKnownStore, tag: string) =>
+    s.get('example.com', 'team/app', tag).then((r) => r?.digest);
+
+  test('a future-dated peer answer is refused, and never blocks a real upstream answer', async (t) => {
+    let now = T;
+    const store = await open({ now: () => now });
+    t.after(() => store.close());
+    assert.equal(await store.record(peer('v1', d(66), T + 3_600_000)), false, 'an hour ahead: refused');
+    assert.equal(await get(store, 'v1'), undefined);
+    // Within the allowed skew it is stored, but the next upstream answer (older clock) still wins.
+    assert.equal(await store.record(peer('v1', d(66), T + 30_000)), true);
+    now += 1000;
+    assert.equal(await store.record(res('v1', d(1), now)), true, 'an upstream answer is never refused');
+    assert.equal(await get(store, 'v1'), d(1));
+  });
+
+  test("a peer answer never replaces this node's own upstream record, however new", async (t) => {
+    let now = T;
+    const store = await open({ now: () => now });
+    t.after(() => store.close());
+    await store.record(res('v1', d(1), T));
+    now += 60_000;
+    assert.equal(await store.record(peer('v1', d(66), now)), false);
+    assert.equal(await get(store, 'v1'), d(1));
+    assert.equal(await store.record(peer('v2', d(7), 0)), false, 'a peer answer without a time is refused');
+  });
+
+  test('a peer-learned record ends when the upstream answers again (any tag of its registry)', async (t) => {
+    let now = T;
+    const store = await open({ now: () => now });
+    t.after(() => store.close());
+    await store.record(res('other', d(9), now)); // before the outage
+    now += 60_000;
+    assert.equal(await store.record(peer('v1', d(66), now - 1000)), true); // during the outage
+    assert.equal(await get(store, 'v1'), d(66), 'served during the outage');
+    assert.equal(
+      (await store.get('example.com', 'team/app', 'v1'))?.peer,
+      '12D3KooWLiar',
+      'carries its source',
+    );
+    now += 60_000;
+    await store.record(res('other', d(10), now)); // the upstream is back
+    assert.equal(await get(store, 'v1'), undefined, 'not served once the upstream answered again');
+    assert.deepEqual(
+      (await store.recent(10)).map((r) => r.tag),
+      ['other'],
+    );
+    // A newer peer record in a later outage counts again; upstreamAnswered (e.g. a 404) ends it too.
+    now += 60_000;
+    assert.equal(await store.record(peer('v1', d(67), now - 1000)), true);
+    assert.equal(await get(store, 'v1'), d(67));
+    now += 1;
+    await store.upstreamAnswered('example.com');
+    assert.equal(await get(store, 'v1'), undefined);
+  });
+
+  test('holds at most maxEntries records, evicting the oldest', async (t) => {
+    const store = await open({ now: () => T, maxEntries: 3 });
+    t.after(() => store.close());
+    for (let i = 1; i <= 5; i++) await store.record(res(`t${i}`, d(i), T - 10_000 + i));
+    assert.deepEqual(
+      (await store.recent(10)).map((r) => r.tag),
+      ['t5', 't4', 't3'],
+    );
+    assert.equal(await get(store, 't1'), undefined);
+    await store.record(res('t5', d(50), T)); // a replacement is not a new entry
+    assert.equal((await store.recent(10)).length, 3);
+  });
+}
+
+describe('trust rules: memory store', () => {
+  trustRules(async (o) => createMemoryLastKnownStore(o));
+});
+
+describe('trust rules: LevelDB store', () => {
+  let n = 0;
+  const base = mkdtempSync(join(tmpdir(), 'ferry-resolver-rules-'));
+  process.on('exit', () => rmSync(base, { recursive: true, force: true }));
+  trustRules((o) => openLastKnownStore(join(base, String(n++)), o));
+
+  test('the end of peer records survives a restart', async (t) => {
+    const dir = tmp(t);
+    let now = Date.parse('2026-06-01T00:00:00Z');
+    const a = await openLastKnownStore(dir, { now: () => now });
+    await a.record({ ...res('v1', d(66), now - 1000), source: 'peer' });
+    now += 1000;
+    await a.record(res('other', d(1), now));
+    await a.close();
+    const b = await openLastKnownStore(dir, { now: () => now });
+    t.after(() => b.close());
+    assert.equal(await b.get('example.com', 'team/app', 'v1'), undefined);
   });
 });
 
