@@ -105,14 +105,20 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
     const env = { ...process.env, ...opts.env };
     daemon = spawnDaemon(process.execPath, args, logFile, env);
     const d = daemon;
-    await waitFor(
-      async () => {
-        if (!d.running()) throw new Error(`agent ${opts.name} exited:\n${d.logs()}`);
-        const res = await fetch(`${opsUrl}/healthz`).catch(() => undefined);
-        return res?.ok === true;
-      },
-      { timeoutMs: 30_000, what: `agent ${opts.name} /healthz` },
-    );
+    try {
+      await waitFor(
+        async () => {
+          if (!d.running()) throw new Error(`agent ${opts.name} exited:\n${d.logs()}`);
+          const res = await fetch(`${opsUrl}/healthz`).catch(() => undefined);
+          return res?.ok === true;
+        },
+        { timeoutMs: 30_000, what: `agent ${opts.name} /healthz` },
+      );
+    } catch (err) {
+      // Nobody holds a handle to an agent that never came up: stop it here, or it outlives the test.
+      await d.stop(2_000);
+      throw new Error(`${(err as Error).message}\n--- ${logFile}\n${d.logs()}`);
+    }
   }
 
   async function metrics(): Promise<Map<string, number>> {
