@@ -41,6 +41,8 @@ export interface AgentHandle {
   start(): Promise<void>;
   /** SIGTERM; resolves with the exit code. */
   stop(): Promise<void>;
+  /** SIGKILL (no drain); resolves when the process is gone. */
+  kill(): Promise<void>;
   running(): boolean;
   /** Exit code of the last run (null while running or when killed by a signal). */
   exitCode(): number | null;
@@ -95,6 +97,9 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
     // answers in a few ms can stall past the production default (20 ms) here and turn a hit into a miss.
     // Nothing in the tests asserts time; a later flag in `args` overrides this.
     '--mirror-resolve-timeout=1s',
+    // The scenarios describe the mirror for content some node holds; first-pull sharing (the agent
+    // fetching from the upstream itself) is switched on by the tests about it (`--first-pull`).
+    '--first-pull=false',
     ...(opts.bootstrapPeers?.length ? [`--bootstrap-peers=${opts.bootstrapPeers.join(',')}`] : []),
     ...(opts.args ?? []),
   ];
@@ -136,6 +141,10 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
     start,
     async stop() {
       await daemon?.stop(15_000);
+    },
+    async kill() {
+      if (daemon?.running() && daemon.pid !== undefined) process.kill(daemon.pid, 'SIGKILL');
+      await daemon?.stop(0);
     },
     running: () => daemon?.running() ?? false,
     exitCode: () => daemon?.exitCode() ?? null,

@@ -8,6 +8,7 @@ import { type ContainerdHandle, startContainerd } from './containerd.ts';
 import type { Cleanup } from './daemon.ts';
 import { type AddressBlock, allocateBlock } from './net.ts';
 import { type RegistryHandle, startRegistry } from './registry.ts';
+import { type ShapingProxyHandle, startShapingProxy } from './shaping-proxy.ts';
 
 const execFileP = promisify(execFile);
 
@@ -20,6 +21,11 @@ export interface ClusterOptions {
   resolveTags?: boolean;
   /** Start the agents (default true); `false` leaves them for the test to start with `node.startAgent()`. */
   startAgents?: boolean;
+  /**
+   * Put a shaping proxy in front of the upstream (all blob bodies on one link at `rateBytesPerSec`):
+   * images are then pulled through it (`ref()` names it) and the agents get it in --mirrored-registries.
+   */
+  proxy?: { rateBytesPerSec?: number };
   /** Registers teardown with the test. */
   t?: Cleanup;
 }
@@ -41,8 +47,10 @@ export interface ClusterNode {
 export interface Cluster {
   readonly block: AddressBlock;
   readonly upstream: RegistryHandle;
+  /** The shaping proxy in front of the upstream (`proxy` option). */
+  readonly proxy?: ShapingProxyHandle;
   readonly nodes: ClusterNode[];
-  /** `host:port/<repo>:<tag>` on the upstream. */
+  /** `host:port/<repo>:<tag>` on the upstream (on the proxy when there is one). */
   ref(repoTag: string): string;
   dispose(): Promise<void>;
 }
@@ -68,6 +76,18 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   try {
     const upstream = await startRegistry({ host: block.upstream, dir: join(dir, 'upstream') });
     disposers.push(() => upstream.dispose());
+    const proxy =
+      opts.proxy === undefined
+        ? undefined
+        : await startShapingProxy({
+            host: block.host(3),
+            upstream: upstream.url,
+            ...(opts.proxy.rateBytesPerSec === undefined
+              ? {}
+              : { rateBytesPerSec: opts.proxy.rateBytesPerSec }),
+          });
+    if (proxy !== undefined) disposers.push(() => proxy.stop());
+    const front = proxy ?? upstream;
     const routers = Array.from({ length: n }, (_, i) => `${block.node(i + 1)}:${AGENT_PORTS.router}`);
     const nodes = await Promise.all(
       Array.from({ length: n }, async (_, i): Promise<ClusterNode> => {
@@ -83,7 +103,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
           'configure',
           `--hosts-dir=${containerd.hostsDir}`,
           `--mirror-targets=http://${host}:${AGENT_PORTS.registry}`,
-          `--mirrored-registries=${upstream.url}`,
+          `--mirrored-registries=${front.url}`,
           ...(opts.resolveTags === false ? ['--no-resolve-tags'] : []),
         ]);
         const node: ClusterNode = {
@@ -101,7 +121,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
               containerd,
               dir: join(nodeDir, 'agent'),
               bootstrapPeers: routers.filter((_, j) => j !== i),
-              args: [...perNode, ...extraArgs],
+              args: [...(proxy ? [`--mirrored-registries=${proxy.url}`] : []), ...perNode, ...extraArgs],
             });
             disposers.push(() => agent.stop());
             node.agent = agent;
@@ -113,7 +133,14 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       }),
     );
     if (opts.startAgents !== false) await Promise.all(nodes.map((node) => node.startAgent()));
-    return { block, upstream, nodes, ref: (repoTag) => `${upstream.host}/${repoTag}`, dispose };
+    return {
+      block,
+      upstream,
+      ...(proxy ? { proxy } : {}),
+      nodes,
+      ref: (repoTag) => `${front.host}/${repoTag}`,
+      dispose,
+    };
   } catch (err) {
     await dispose();
     throw err;

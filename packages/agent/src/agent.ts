@@ -15,6 +15,7 @@ import { createP2PNode, type P2PNode } from '@ferry/p2p';
 import { type ContentInfo, type ContentSource, createRegistryServer } from '@ferry/registry';
 import type { FastifyInstance } from 'fastify';
 import type { AgentConfig, ListenAddress } from './config.ts';
+import { createAgentPullThrough } from './first-pull.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
 import { createOpsServer } from './ops.ts';
@@ -190,6 +191,16 @@ export async function startAgent(
       },
     });
 
+    // First-pull sharing: blobs nobody holds are fetched once and streamed to the others while in flight.
+    const firstPull = await createAgentPullThrough(config, {
+      upstream: tagPolicy.upstream,
+      router,
+      held: async (digest) => (await client.info(digest)) !== undefined,
+      metrics,
+      logger: logger.child({ component: 'first-pull' }),
+    });
+    if (firstPull !== undefined) closers.push({ name: 'first-pull', close: () => firstPull.close() });
+
     const requestObserver = createRequestObserver(metrics);
     const history = createRequestHistory({ limit: RECENT_REQUESTS });
     const requestLog = logger.child({ component: 'registry' });
@@ -203,6 +214,7 @@ export async function startAgent(
       // containerd checks every blob against its digest before it commits it, and a wrong byte fails
       // that fetch either way; hashing here too would halve the mirror path's throughput for nothing.
       verifyBlobs: false,
+      ...(firstPull === undefined ? {} : { pullThrough: firstPull.pullThrough }),
       logger: requestLog,
       observer: {
         onRequest(e) {
@@ -255,6 +267,7 @@ export async function startAgent(
                   }),
                 }
               : {}),
+            ...(firstPull === undefined ? {} : { transfers: () => firstPull.pullThrough.list() }),
           }),
           measurer: createMeasurer({ router, history, registryUrl: localRegistryUrl(registryAddr) }),
         }),

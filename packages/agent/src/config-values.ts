@@ -39,6 +39,43 @@ export function parseDuration(input: string): number {
   return total;
 }
 
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1e3,
+  m: 1e6,
+  g: 1e9,
+  t: 1e12,
+  ki: 2 ** 10,
+  mi: 2 ** 20,
+  gi: 2 ** 30,
+  ti: 2 ** 40,
+};
+
+/** Parses a byte size: `1000000`, `512Mi`, `2Gi`, `10G` (Kubernetes quantity suffixes). */
+export function parseSize(input: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?$/i.exec(input.trim());
+  const unit = SIZE_UNITS[(m?.[2] ?? '').toLowerCase()];
+  if (!m || unit === undefined)
+    throw new ValueError(`expected a size like 2Gi or 500M, got ${JSON.stringify(input)}`);
+  const n = Math.floor(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(n))
+    throw new ValueError(`expected a size below 8 PiB, got ${JSON.stringify(input)}`);
+  return n;
+}
+
+/** Formats bytes as a size parseSize reads back (`2Gi`, `512Mi`, or plain bytes). */
+export function formatSize(n: number): string {
+  for (const [unit, size] of [
+    ['Ti', 2 ** 40],
+    ['Gi', 2 ** 30],
+    ['Mi', 2 ** 20],
+    ['Ki', 2 ** 10],
+  ] as const) {
+    if (n > 0 && n % size === 0) return `${n / size}${unit}`;
+  }
+  return String(n);
+}
+
 /** Formats milliseconds as a duration string that parseDuration reads back (`20ms`, `1s`, `5m`). */
 export function formatDuration(ms: number): string {
   if (ms === 0) return '0';
@@ -159,6 +196,12 @@ function fromListItems<T>(item: (s: string) => T): z.ZodType<readonly T[], strin
 
 export const addressSchema = fromString('an address like :5000', (s) => Object.freeze(parseAddress(s)));
 export const durationSchema = fromString('a duration like 20ms', parseDuration);
+export const sizeSchema = z.union(
+  [z.number().int().nonnegative(), fromString('a size like 2Gi', parseSize)],
+  {
+    error: (iss) => `expected a size like 2Gi or 500M, got ${JSON.stringify(iss.input)}`,
+  },
+);
 export const boolSchema = z.union(
   [z.boolean(), z.stringbool({ truthy: ['true', '1', 'yes', 'on'], falsy: ['false', '0', 'no', 'off'] })],
   { error: (iss) => `expected true or false, got ${JSON.stringify(iss.input)}` },

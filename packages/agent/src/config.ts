@@ -13,6 +13,7 @@ import {
   durationSchema,
   formatAddress,
   formatDuration,
+  formatSize,
   hostSchema,
   intSchema,
   type ListenAddress,
@@ -24,6 +25,7 @@ import {
   peerListSchema,
   regexListSchema,
   registryListSchema,
+  sizeSchema,
   stringSchema,
   tagModeSchema,
   tagRuleListSchema,
@@ -190,6 +192,20 @@ export const agentSpecs = {
     schema: intSchema(1, 100),
     default: 3,
     description: 'How many peers to try for one request before answering 404.',
+  }),
+  firstPull: spec({
+    type: 'bool',
+    schema: boolSchema,
+    default: true,
+    description:
+      'First-pull sharing: a blob (or manifest by digest) no peer holds is fetched from the upstream by one node, into a spool under --data-dir, and streamed to the local containerd and to peers as it arrives. false: such requests answer 404 and each containerd asks the upstream (no sharing during a first pull). Off without --data-dir.',
+  }),
+  spoolMaxBytes: spec({
+    type: 'size',
+    schema: sizeSchema,
+    default: '4Gi',
+    description:
+      'Most bytes the first-pull spool (`<dataDir>/spool`) holds at once; a blob that does not fit (or a disk without room for it) is answered 404, so containerd fetches it from the upstream.',
   }),
   resyncInterval: spec({
     type: 'duration',
@@ -370,6 +386,7 @@ export function describeConfig(config: AgentConfig): Record<string, unknown> {
     const v = config[o.name];
     if (o.type === 'address') out[o.name] = formatAddress(v as ListenAddress);
     else if (o.type === 'duration') out[o.name] = formatDuration(v as number);
+    else if (o.type === 'size') out[o.name] = formatSize(v as number);
     else out[o.name] = v;
   }
   return out;

@@ -54,6 +54,16 @@ export interface FerryMetrics {
   readonly upstreamDuration: Histogram<'result'>;
   /** ferry_last_known_age_seconds: age of last-known digests served while the upstream was unavailable. */
   readonly lastKnownAge: Histogram<string>;
+  /** ferry_upstream_fetched_bytes_total: blob and manifest bytes the agent fetched from upstream registries (pull-through). */
+  readonly upstreamFetchedBytes: Counter<string>;
+  /** ferry_inflight_shared_bytes_total: bytes of transfers still in flight served to peers from the spool. */
+  readonly inflightSharedBytes: Counter<string>;
+  /** ferry_transfer_followers: peers that streamed one transfer from this node while it was in flight. */
+  readonly transferFollowers: Histogram<string>;
+  /** ferry_transfer_takeovers_total: a lost source (fetcher or upstream connection) replaced by an upstream Range fetch. */
+  readonly transferTakeovers: Counter<string>;
+  /** ferry_transfers_total{result}: pull-through transfers ended (complete, failed). */
+  readonly transfers: Counter<'result'>;
 }
 
 /** Options of createMetrics. */
@@ -157,6 +167,33 @@ export function createMetrics(opts: MetricsOptions = {}): FerryMetrics {
       name: 'ferry_last_known_age_seconds',
       help: 'Age of the last-known digests served while the upstream was unavailable (when their resolution time is known).',
       buckets: [60, 600, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 365 * 86_400],
+      registers,
+    }),
+    upstreamFetchedBytes: new Counter({
+      name: 'ferry_upstream_fetched_bytes_total',
+      help: 'Blob and manifest bytes this agent fetched from upstream registries (first-pull sharing).',
+      registers,
+    }),
+    inflightSharedBytes: new Counter({
+      name: 'ferry_inflight_shared_bytes_total',
+      help: 'Bytes of transfers still in flight (spool) served to peers.',
+      registers,
+    }),
+    transferFollowers: new Histogram({
+      name: 'ferry_transfer_followers',
+      help: 'Peers that streamed one pull-through transfer from this node while it was in flight.',
+      buckets: [0, 1, 2, 4, 8, 16, 32, 64],
+      registers,
+    }),
+    transferTakeovers: new Counter({
+      name: 'ferry_transfer_takeovers_total',
+      help: 'Transfers whose source (the fetching peer or the upstream connection) was lost and that went on with an upstream Range fetch.',
+      registers,
+    }),
+    transfers: new Counter({
+      name: 'ferry_transfers_total',
+      help: 'Pull-through transfers ended, by result (complete, failed).',
+      labelNames: ['result'],
       registers,
     }),
   };

@@ -15,6 +15,7 @@ import { splitList } from './config-values.ts';
 export type OptionType =
   | 'address'
   | 'duration'
+  | 'size'
   | 'int'
   | 'bool'
   | 'string'

@@ -134,6 +134,22 @@ describe('loadAgentConfig', () => {
     );
   });
 
+  it('parses the first-pull switch and the spool size', () => {
+    const d = loadAgentConfig([], {}, noFile);
+    assert.equal(d.firstPull, true);
+    assert.equal(d.spoolMaxBytes, 4 * 2 ** 30);
+    const c = loadAgentConfig(['--no-first-pull', '--spool-max-bytes=512Mi'], {}, noFile);
+    assert.equal(c.firstPull, false);
+    assert.equal(c.spoolMaxBytes, 512 * 2 ** 20);
+    assert.equal(describeConfig(c).spoolMaxBytes, '512Mi');
+    assert.equal(loadAgentConfig([], { FERRY_SPOOL_MAX_BYTES: '10G' }, noFile).spoolMaxBytes, 10e9);
+    const e = configError(() => loadAgentConfig(['--spool-max-bytes', 'lots'], {}, noFile));
+    assert.match(
+      e.message,
+      /spoolMaxBytes \(--spool-max-bytes \/ FERRY_SPOOL_MAX_BYTES\): expected a size like 2Gi or 500M, got "lots" \(from flag\)$/,
+    );
+  });
+
   it('names field, flag, env and source in errors', () => {
     const e1 = configError(() => loadAgentConfig(['--mirror-resolve-timeout', 'fast'], {}, noFile));
     assert.match(

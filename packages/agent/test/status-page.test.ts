@@ -94,7 +94,7 @@ describe('request history', () => {
       ['local', 'filtered'],
     );
     const s = h.summary();
-    assert.deepEqual(s.counts, { local: 1, peer: 1, miss: 1, filtered: 1, invalid: 0 });
+    assert.deepEqual(s.counts, { local: 1, peer: 1, 'pull-through': 0, miss: 1, filtered: 1, invalid: 0 });
     assert.equal(s.hitRatio, 2 / 3);
     assert.deepEqual(s.served, { requests: 1, bytes: 7 });
     assert.equal(s.bytesFromPeers, 42);

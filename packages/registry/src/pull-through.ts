@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Peer } from '@ferry/interface';
 import type { ByteRange } from '@ferry/oci';
-import { type Dispatcher, request } from 'undici';
+import { Agent, type Dispatcher, request } from 'undici';
 import { MIRRORED_HEADER } from './mirror.ts';
 import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
 import type { ContentInfo, ContentSource } from './types.ts';
@@ -81,7 +81,8 @@ export interface PullThroughOptions {
   directory?: InflightDirectory;
   /** Election window; keep it ≤ the mirror resolve timeout. */
   windowMs: number;
-  dispatcher: Dispatcher;
+  /** undici dispatcher for peer requests; default: an Agent owned (and closed) by the pull-through. */
+  dispatcher?: Dispatcher;
   /** Deadline for a peer's response headers. */
   peerTimeoutMs: number;
   /** A peer's body may stall this long before the next source is tried. Default 10 s. */
@@ -125,9 +126,16 @@ export class PullThrough {
   private readonly refused = new Map<string, number>();
   private readonly opts: PullThroughOptions;
   private closed = false;
+  private readonly dispatcher: Dispatcher;
+  private readonly ownDispatcher: Agent | undefined;
 
   constructor(opts: PullThroughOptions) {
     this.opts = opts;
+    this.ownDispatcher =
+      opts.dispatcher === undefined
+        ? new Agent({ keepAliveTimeout: 30_000, connect: { timeout: Math.min(opts.peerTimeoutMs, 1000) } })
+        : undefined;
+    this.dispatcher = opts.dispatcher ?? (this.ownDispatcher as Agent);
   }
 
   list(): TransferInfo[] {
@@ -358,7 +366,7 @@ export class PullThrough {
         'user-agent': 'ferry',
         ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
       },
-      dispatcher: this.opts.dispatcher,
+      dispatcher: this.dispatcher,
       signal: t.abort.signal,
       headersTimeout: this.opts.peerTimeoutMs + (this.opts.sizeWaitMs ?? 30_000),
       bodyTimeout: this.opts.peerIdleMs ?? 10_000,
@@ -419,6 +427,7 @@ export class PullThrough {
     this.closed = true;
     for (const t of this.transfers.values()) t.abort.abort(new Error('shutting down'));
     await this.opts.spool.close();
+    await this.ownDispatcher?.destroy();
   }
 }
 

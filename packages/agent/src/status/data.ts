@@ -52,6 +52,24 @@ export interface StatusData {
   mirror: MirrorSummary;
   policy: StatusPolicy;
   pinner?: StatusPinner;
+  /** Pull-through transfers in flight (absent when first-pull sharing is off). */
+  transfers?: StatusTransfer[];
+}
+
+/** One pull-through transfer in flight (structurally @ferry/registry's TransferInfo). */
+export interface StatusTransfer {
+  digest: string;
+  registry: string;
+  repository: string;
+  size?: number;
+  written: number;
+  state: string;
+  /** 'upstream' (this node fetches), a peer id (this node follows it) or 'electing'. */
+  source: string;
+  /** Peers streaming from this node's copy. */
+  followers: string[];
+  takeovers: number;
+  startedAt: number;
 }
 
 const POLICY_KEYS = new Set(['resolveTags', 'registryFilters', 'mirroredRegistries']);

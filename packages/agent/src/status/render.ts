@@ -219,13 +219,33 @@ export function renderStatusBody(s: StatusData, nowMs: number): string {
       : '<p class="empty" id="pinner-empty">pinner not enabled</p>',
   );
 
+  const transfers = section(
+    'transfers',
+    'First pulls in flight',
+    s.transfers
+      ? table(
+          'transfers',
+          ['Since', 'Blob', 'Image', 'Fetched by', 'Followers', 'Progress'],
+          s.transfers.map(
+            (x) =>
+              `<tr><td>${time(new Date(x.startedAt).toISOString())}</td><td>${key(x.digest)}</td>` +
+              `<td><span class="image">${esc(`${x.registry}/${x.repository}`)}</span></td>` +
+              `<td>${x.source === 'upstream' ? 'this node (upstream)' : x.source === 'electing' ? '<span class="dim">electing</span>' : `peer ${key(x.source)}`}${x.takeovers > 0 ? ` <span class="dim">(${esc(x.takeovers)} takeover)</span>` : ''}</td>` +
+              `<td>${x.followers.length === 0 ? '<span class="dim">none</span>' : x.followers.map((f) => `<code>${esc(f)}</code>`).join(' ')}</td>` +
+              `<td class="num">${esc(fmtBytes(x.written))}${x.size === undefined ? '' : ` / ${esc(fmtBytes(x.size))}`} ${esc(x.state)}</td></tr>`,
+          ),
+          'No first pull in flight.',
+        )
+      : '<p class="empty" id="transfers-empty">first-pull sharing off</p>',
+  );
+
   const measure = section(
     'measure',
     'Measure',
     '<form action="/debug/measure" method="get"><label>Image <input name="image" size="60" placeholder="registry/repository:tag" required></label> <button type="submit">Time a lookup and a pull</button></form>',
   );
 
-  return summary + node + peers + images + requests + policy + pinner + measure;
+  return summary + node + peers + images + requests + transfers + policy + pinner + measure;
 }
 
 /** Shared look of the status and measure pages (inline: the pages load nothing external). */

@@ -7,7 +7,7 @@ import { hostPort, OciError } from '@ferry/oci';
 import type { P2PNode } from '@ferry/p2p';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Tracker } from '../tracker.ts';
-import type { StatusData, StatusPinner, StatusPolicy } from './data.ts';
+import type { StatusData, StatusPinner, StatusPolicy, StatusTransfer } from './data.ts';
 import type { RequestHistory } from './history.ts';
 import { MeasureBusyError, type Measurer } from './measure.ts';
 import { renderMeasurePage, renderStatusBody, renderStatusPage } from './render.ts';
@@ -34,6 +34,8 @@ export interface StatusSourceOptions {
   containerd: () => { connected: boolean; socket: string };
   /** The pinner's recent resolutions; absent: the pinner is not enabled. */
   pinner?: () => StatusPinner | Promise<StatusPinner>;
+  /** Pull-through transfers in flight; absent: first-pull sharing is off. */
+  transfers?: () => StatusTransfer[];
   /** Clock (tests). Default Date.now. */
   now?: () => number;
 }
@@ -61,6 +63,7 @@ export function createStatusSource(opts: StatusSourceOptions): () => Promise<Sta
       mirror: opts.history.summary(),
       policy: opts.policy,
       ...(pinner ? { pinner } : {}),
+      ...(opts.transfers ? { transfers: opts.transfers() } : {}),
     };
   };
 }
