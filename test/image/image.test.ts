@@ -84,7 +84,10 @@ function inNamespace(): void {
   /** Runs a container to completion; its exit code and output. */
   async function runToExit(n: Node, pod: KubePodSpec, name: string): Promise<{ code: number; logs: string }> {
     const c = [...(pod.initContainers ?? []), ...pod.containers].find((x) => x.name === name)!;
-    const run = await startContainer(n.containerd, n.image, pod, c, n.ctx, `${n.name}-${name}`, n.dir);
+    const run = await startContainer(
+      { node: n.containerd, image: n.image, pod, container: c, ctx: n.ctx, id: `${n.name}-${name}` },
+      n.dir,
+    );
     const code = await run.wait();
     return { code, logs: run.logs() };
   }
@@ -181,7 +184,10 @@ function inNamespace(): void {
     test('the agents turn ready once they see each other', async () => {
       for (const n of nodes) {
         const c = n.pod.containers.find((x) => x.name === 'agent')!;
-        n.agent = await startContainer(n.containerd, n.image, n.pod, c, n.ctx, `${n.name}-agent`, n.dir);
+        n.agent = await startContainer(
+          { node: n.containerd, image: n.image, pod: n.pod, container: c, ctx: n.ctx, id: `${n.name}-agent` },
+          n.dir,
+        );
       }
       for (const n of nodes) {
         await waitFor(

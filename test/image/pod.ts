@@ -182,16 +182,19 @@ type Spec = {
   };
 };
 
-/** The OCI runtime spec for container `c` of `pod` on a node (see the file comment). */
-export async function specFor(
-  node: ContainerdHandle,
-  image: ImportedImage,
-  pod: KubePodSpec,
-  c: KubeContainer,
-  ctx: PodContext,
-  id: string,
-  rootfs: string,
-): Promise<Spec> {
+/** One container of a pod on a node, and the id it runs under. */
+export interface PodContainer {
+  node: ContainerdHandle;
+  image: ImportedImage;
+  pod: KubePodSpec;
+  container: KubeContainer;
+  ctx: PodContext;
+  id: string;
+}
+
+/** The OCI runtime spec for the container (see the file comment), its root at `rootfs`. */
+export async function specFor(pc: PodContainer, rootfs: string): Promise<Spec> {
+  const { node, image, pod, container: c, ctx, id } = pc;
   const spec = (await defaultSpec(node, image)) as unknown as Spec;
   const sc = c.securityContext ?? {};
   const env = containerEnv(c, image.config, ctx);
@@ -251,16 +254,9 @@ export interface RunningContainer {
   dispose(): Promise<void>;
 }
 
-/** Starts container `c` of `pod` on `node` (detached; output to a log file). */
-export async function startContainer(
-  node: ContainerdHandle,
-  image: ImportedImage,
-  pod: KubePodSpec,
-  c: KubeContainer,
-  ctx: PodContext,
-  id: string,
-  dir: string,
-): Promise<RunningContainer> {
+/** Starts the container (detached; output to a log file in `dir`). */
+export async function startContainer(pc: PodContainer, dir: string): Promise<RunningContainer> {
+  const { node, image, id } = pc;
   const ctr = (args: string[], timeoutMs?: number) =>
     node.ctr(args, { namespace: POD_NAMESPACE, ...(timeoutMs ? { timeoutMs } : {}) });
   const rootfs = join(dir, `${id}.rootfs`);
@@ -278,7 +274,7 @@ export async function startContainer(
   try {
     const mounts = await ctr(['snapshots', '--snapshotter', node.snapshotter, 'mounts', rootfs, id]);
     for (const line of mounts.split('\n').filter((l) => l.trim())) await execFileP('sh', ['-c', line]);
-    writeFileSync(specFile, JSON.stringify(await specFor(node, image, pod, c, ctx, id, rootfs), null, 2));
+    writeFileSync(specFile, JSON.stringify(await specFor(pc, rootfs), null, 2));
     await ctr(['run', '--detach', '--log-uri', `file://${logFile}`, '--config', specFile, id]);
   } catch (err) {
     await ctr(['containers', 'delete', id]).catch(() => {});
