@@ -69,7 +69,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   const dispose = async () => {
     for (const d of disposers.reverse()) await d().catch(() => undefined);
     disposers.length = 0;
-    rmSync(dir, { recursive: true, force: true });
+    if (!process.env.FERRY_RIG_KEEP) rmSync(dir, { recursive: true, force: true });
     block.release();
   };
   opts.t?.after(dispose);

@@ -20,7 +20,7 @@ import { Agent } from 'undici';
 import { writeFileBody } from './file-body.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import type { RefPolicy } from './policy.ts';
-import { type PullThrough, requestContext } from './pull-through.ts';
+import { FOLLOWER_HEADER, type PullThrough, requestContext } from './pull-through.ts';
 import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
 import type { ContentInfo, ContentSource, TagRecordStore, TagUpstream } from './types.ts';
 
@@ -713,7 +713,8 @@ const registryPlugin: FastifyPluginAsync<RegistryPluginOptions> = async (app, op
       if (pullThrough === undefined) return handle(req, reply);
       // Spool reads know whether a peer asks (bytes shared while in flight, followers).
       const mirrored = header(req, MIRRORED_HEADER)?.toLowerCase() === 'true';
-      return requestContext.run({ mirrored, remote: req.ip }, () => handle(req, reply));
+      const follower = header(req, FOLLOWER_HEADER)?.slice(0, 100);
+      return requestContext.run({ mirrored, remote: follower ?? req.ip }, () => handle(req, reply));
     },
   });
 };

@@ -94,8 +94,15 @@ export interface PullThroughOptions {
   /** How long a request waits for an entry's size. Default 30 s. */
   sizeWaitMs?: number;
   observer?: PullThroughObserver;
-  log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+  log?: {
+    info(o: object, m?: string): void;
+    warn(o: object, m?: string): void;
+    debug?(o: object, m?: string): void;
+  };
 }
+
+/** Header naming the node that follows a transfer (its own claim: shown on the status page, counted in metrics). */
+export const FOLLOWER_HEADER = 'x-ferry-follower';
 
 /** Keys announced in the DHT: a node joining an election, a node holding a copy being fed. */
 export const electionKey = (digest: string) => `ferry-inflight/${digest}`;
@@ -241,6 +248,7 @@ export class PullThrough {
           // Election: announce, wait the window, the lowest rank among those seen fetches.
           keys.push(electionKey(digest));
           await withDeadline(dir.advertise([electionKey(digest)]), this.opts.windowMs);
+          const announcedMs = performance.now() - started;
           const left = this.opts.windowMs - (performance.now() - started);
           if (left > 0) await sleep(left);
           const [electors, copies] = await Promise.all([
@@ -250,6 +258,15 @@ export class PullThrough {
           // Only lower ranks: nodes deciding at the same moment must never follow each other.
           const seen = [...copies, ...electors.filter((e) => !copies.some((c) => c.id === e.id))];
           candidates = seen.filter((p) => rank(p.id, digest) < myRank);
+          this.opts.log?.debug?.(
+            {
+              digest,
+              announcedMs: Math.round(announcedMs),
+              seen: seen.map((p) => p.id),
+              follow: candidates.length > 0,
+            },
+            'pull-through: election',
+          );
         }
         candidates.sort((a, b) => (rank(a.id, digest) < rank(b.id, digest) ? -1 : 1));
         keys.push(copyKey(digest));
@@ -364,6 +381,7 @@ export class PullThrough {
       headers: {
         [MIRRORED_HEADER]: 'true',
         'user-agent': 'ferry',
+        ...(this.opts.directory === undefined ? {} : { [FOLLOWER_HEADER]: this.opts.directory.peerId }),
         ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
       },
       dispatcher: this.dispatcher,
