@@ -24,8 +24,10 @@ import { SortedMemoryDatastore } from './datastore.ts';
 import { loadOrCreateKey } from './identity.ts';
 import { type KadInternals, kadInternals } from './kad-internals.ts';
 import { Lookup } from './lookup.ts';
+import { NETWORK_KEY_LENGTH } from './network-key.ts';
 import { DEFAULTS, defaultResolver, parseList, positiveInt, validPort } from './options.ts';
 import { PeerBook } from './peer-book.ts';
+import { privateNetwork } from './private-network.ts';
 import { Provider } from './provide.ts';
 import type { P2PLogger, P2PNode, P2PNodeOptions, Peer } from './types.ts';
 
@@ -60,6 +62,10 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
   const dnsTargets = parseList('bootstrapDns', opts.bootstrapDns, parseBootstrapDns);
   const resolver = opts.resolver ?? defaultResolver;
   const version = opts.version ?? pkg.version;
+  const networkKeys = opts.networkKeys ?? [];
+  if (networkKeys.some((k) => !(k instanceof Uint8Array) || k.length !== NETWORK_KEY_LENGTH)) {
+    throw new Error(`p2p option networkKeys: every key must be ${NETWORK_KEY_LENGTH} bytes`);
+  }
   const privateKey = await loadOrCreateKey(opts.dataDir);
 
   const listenAddr = ipMultiaddr(opts.listen.host, opts.listen.port);
@@ -82,6 +88,8 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     // outgoing connections leave from the listen IP when it is a specific one, so peers see the
     // same IP as the one we announce (lookups yield a provider at its connection's address)
     transports: [tcp(localDialAddress(opts.listen.host))],
+    // with network keys, only holders of an accepted key get past the first bytes (private-network.ts)
+    ...(networkKeys.length > 0 ? { connectionProtector: privateNetwork(networkKeys) } : {}),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: {

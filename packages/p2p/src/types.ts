@@ -41,6 +41,12 @@ export interface P2PNodeOptions {
   dialTimeoutMs?: number;
   /** First delay before re-bootstrapping while the routing table is empty (default 1 s; doubles up to 30 s). */
   bootstrapRetryMs?: number;
+  /**
+   * The cluster's network keys (32 bytes each, e.g. from `readNetworkKeyFile`): the DHT runs as a
+   * private network only their holders can join. The first key dials; every key is accepted
+   * (rotation). Without keys anyone who reaches the listen address can join.
+   */
+  networkKeys?: Uint8Array[];
   /** Version announced in the agent version (default: this package's version). */
   version?: string;
   /** pino-like logger (default: silent). */
