@@ -274,6 +274,9 @@ const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string } | { releas
     env: '^registry.k8s.io/,:dev$',
   },
   pinnerNamespace: { releaseNamespace: true },
+  networkKeyFile: {
+    exempt: 'not mapped yet: the network key Secret and its mount come with the chart change',
+  },
   config: { exempt: 'every option has its own value and env variable; the chart writes no config file' },
 };
 

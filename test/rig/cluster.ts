@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -19,6 +20,11 @@ export interface ClusterOptions {
   agentArgs?: string[] | ((i: number) => string[]);
   /** Write hosts.toml with `resolve` (tag) capability for the mirror (default true). */
   resolveTags?: boolean;
+  /**
+   * Give every agent a network key file (`--network-key-file`, one random key) when true (default
+   * false: agents without a key, as single-node setups run).
+   */
+  networkKey?: boolean;
   /** Start the agents (default true); `false` leaves them for the test to start with `node.startAgent()`. */
   startAgents?: boolean;
   /**
@@ -88,6 +94,12 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
           });
     if (proxy !== undefined) disposers.push(() => proxy.stop());
     const front = proxy ?? upstream;
+    const keyArgs: string[] = [];
+    if (opts.networkKey === true) {
+      const keyFile = join(dir, 'network.key');
+      writeFileSync(keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+      keyArgs.push(`--network-key-file=${keyFile}`);
+    }
     const routers = Array.from({ length: n }, (_, i) => `${block.node(i + 1)}:${AGENT_PORTS.router}`);
     const nodes = await Promise.all(
       Array.from({ length: n }, async (_, i): Promise<ClusterNode> => {
@@ -121,7 +133,12 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
               containerd,
               dir: join(nodeDir, 'agent'),
               bootstrapPeers: routers.filter((_, j) => j !== i),
-              args: [...(proxy ? [`--mirrored-registries=${proxy.url}`] : []), ...perNode, ...extraArgs],
+              args: [
+                ...keyArgs,
+                ...(proxy ? [`--mirrored-registries=${proxy.url}`] : []),
+                ...perNode,
+                ...extraArgs,
+              ],
             });
             disposers.push(() => agent.stop());
             node.agent = agent;

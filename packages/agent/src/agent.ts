@@ -11,7 +11,7 @@ import {
   type Watcher,
 } from '@ferry/containerd';
 import type { ByteRange } from '@ferry/oci';
-import { createP2PNode, type P2PNode } from '@ferry/p2p';
+import { createP2PNode, type P2PNode, readNetworkKeyFile } from '@ferry/p2p';
 import { type ContentInfo, type ContentSource, createRegistryServer } from '@ferry/registry';
 import type { FastifyInstance } from 'fastify';
 import type { AgentConfig, ListenAddress } from './config.ts';
@@ -126,7 +126,18 @@ export async function startAgent(
 
     const registryAddr = config.registryAddr as ListenAddress;
     const routerAddr = config.routerAddr as ListenAddress;
+    let networkKeys: Uint8Array[] = [];
+    if (config.networkKeyFile) {
+      networkKeys = await readNetworkKeyFile(config.networkKeyFile);
+      logger.info({ keys: networkKeys.length }, 'DHT is a private network (network key file read)');
+    } else {
+      logger.warn(
+        { option: '--network-key-file' },
+        'NO NETWORK KEY: any process that reaches the router port can join the DHT, learn every advertised digest and announce content; set --network-key-file (FERRY_NETWORK_KEY_FILE)',
+      );
+    }
     const router = await createP2PNode({
+      networkKeys,
       listen: { host: listenHost(routerAddr), port: routerAddr.port },
       ...(config.advertiseHost ? { announceHost: config.advertiseHost } : {}),
       registryPort: registryAddr.port,

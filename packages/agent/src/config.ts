@@ -119,6 +119,13 @@ export const agentSpecs = {
     description:
       'Directory for persistent state: the peer identity key and the last-known tag database (`<dataDir>/tags`). Default: none, the peer id changes and last-known digests are lost on restart.',
   }),
+  networkKeyFile: spec({
+    type: 'path',
+    schema: optionalPathSchema,
+    default: undefined,
+    description:
+      "File with the cluster's network keys (one 64-hex-character key per line, first = primary; `#` comments): only holders of a listed key join the DHT. Read at start. Without it anyone who reaches the router port can join (a warning is logged).",
+  }),
   bootstrapPeers: spec({
     type: 'list',
     schema: peerListSchema,
