@@ -21,8 +21,8 @@ export interface ClusterOptions {
   /** Write hosts.toml with `resolve` (tag) capability for the mirror (default true). */
   resolveTags?: boolean;
   /**
-   * Give every agent a network key file (`--network-key-file`, one random key) when true (default
-   * false: agents without a key, as single-node setups run).
+   * Give every agent the cluster's network key file (`--network-key-file`, one random key), as the
+   * chart does (default true); `false` runs the agents without a key.
    */
   networkKey?: boolean;
   /** Start the agents (default true); `false` leaves them for the test to start with `node.startAgent()`. */
@@ -95,7 +95,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     if (proxy !== undefined) disposers.push(() => proxy.stop());
     const front = proxy ?? upstream;
     const keyArgs: string[] = [];
-    if (opts.networkKey === true) {
+    if (opts.networkKey !== false) {
       const keyFile = join(dir, 'network.key');
       writeFileSync(keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
       keyArgs.push(`--network-key-file=${keyFile}`);
