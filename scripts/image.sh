@@ -10,7 +10,9 @@
 # Where the npm registry is reached through a TLS-intercepting proxy, the build's npm/pnpm need the host's
 # CA bundle: it is bind-mounted read-only for the build's RUN steps only, with an .npmrc naming it; the
 # runtime stage runs nothing, so neither ends up in the image.
-# Usage: bash scripts/image.sh [output.oci.tar]    (FERRY_IMAGE_DIR: cache and output directory)
+# Usage: bash scripts/image.sh [output.oci.tar]
+#   FERRY_IMAGE_DIR: build storage and output (default .image/); FERRY_IMAGE_CACHE: the base image cache
+#   (default ~/.cache/ferry-image, shared by every checkout on the machine).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -39,48 +41,54 @@ suite=bookworm
 # Everything the base depends on: rebuilt when any of it changes.
 base_key="$(printf '%s\n' "$suite" "$node_version" "$npm_version" "$corepack_version" \
   "$(sed -n '/^# ---- 1\./,/^# ---- 2\./p' "$0")" | sha256sum | cut -c1-16)"
-base_layout="$work/base-$base_key"
+# Kept outside the checkout, so every clone on the machine shares it; one build at a time.
+base_cache="${FERRY_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry-image}"
+mkdir -p "$base_cache"
+base_layout="$base_cache/base-$base_key"
+exec 9>"$base_cache/.lock"
+flock 9
 
 if [ ! -f "$base_layout/.complete" ]; then
   log "base image: Debian $suite minbase + Node $node_version, npm $npm_version, corepack $corepack_version"
-  rm -rf "$work"/base-* "$work/rootfs.tmp" "$work/bundle.tmp"
-  tmp="$(mktemp -d "$work/pack.XXXXXX")"
+  rm -rf "$base_cache"/base-* "$base_cache/rootfs.tmp" "$base_cache/bundle.tmp"
+  tmp="$(mktemp -d "$base_cache/pack.XXXXXX")"
   # The docs, man pages, locales and full perl (no program in the image uses them; perl-base stays).
   mmdebstrap --quiet --variant=minbase --mode=root --format=directory \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/usr/share/perl "$1"/usr/lib/x86_64-linux-gnu/perl' \
-    "$suite" "$work/rootfs.tmp"
+    "$suite" "$base_cache/rootfs.tmp"
   # Node at the official image's paths: /usr/local/bin/node, npm and corepack under /usr/local/lib.
-  install -D -m 0755 "$node_pkg/bin/node" "$work/rootfs.tmp/usr/local/bin/node"
+  install -D -m 0755 "$node_pkg/bin/node" "$base_cache/rootfs.tmp/usr/local/bin/node"
   (cd "$tmp" && npm pack --silent "npm@$npm_version" "corepack@$corepack_version" >/dev/null)
   for p in npm corepack; do
     v="${p}_version"
-    mkdir -p "$work/rootfs.tmp/usr/local/lib/node_modules/$p"
-    tar -xzf "$tmp/$p-${!v}.tgz" --strip-components=1 --no-same-owner -C "$work/rootfs.tmp/usr/local/lib/node_modules/$p"
+    mkdir -p "$base_cache/rootfs.tmp/usr/local/lib/node_modules/$p"
+    tar -xzf "$tmp/$p-${!v}.tgz" --strip-components=1 --no-same-owner -C "$base_cache/rootfs.tmp/usr/local/lib/node_modules/$p"
   done
-  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$work/rootfs.tmp/usr/local/bin/npm"
-  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$work/rootfs.tmp/usr/local/bin/npx"
-  ln -s ../lib/node_modules/corepack/dist/corepack.js "$work/rootfs.tmp/usr/local/bin/corepack"
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$base_cache/rootfs.tmp/usr/local/bin/npm"
+  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$base_cache/rootfs.tmp/usr/local/bin/npx"
+  ln -s ../lib/node_modules/corepack/dist/corepack.js "$base_cache/rootfs.tmp/usr/local/bin/corepack"
   rm -rf "$tmp"
   # One layer from the root filesystem, with the official image's config.
-  umoci init --layout "$work/base.tmp"
-  umoci new --image "$work/base.tmp:node-$node_version"
-  umoci unpack --image "$work/base.tmp:node-$node_version" "$work/bundle.tmp" >/dev/null
-  rm -rf "$work/bundle.tmp/rootfs" && mv "$work/rootfs.tmp" "$work/bundle.tmp/rootfs"
-  umoci repack --image "$work/base.tmp:node-$node_version" "$work/bundle.tmp"
-  umoci config --image "$work/base.tmp:node-$node_version" \
+  umoci init --layout "$base_cache/base.tmp"
+  umoci new --image "$base_cache/base.tmp:node-$node_version"
+  umoci unpack --image "$base_cache/base.tmp:node-$node_version" "$base_cache/bundle.tmp" >/dev/null
+  rm -rf "$base_cache/bundle.tmp/rootfs" && mv "$base_cache/rootfs.tmp" "$base_cache/bundle.tmp/rootfs"
+  umoci repack --image "$base_cache/base.tmp:node-$node_version" "$base_cache/bundle.tmp"
+  umoci config --image "$base_cache/base.tmp:node-$node_version" \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --config.env NODE_VERSION="$node_version" --config.cmd node \
     --history.created_by "scripts/image.sh: Debian $suite minbase, Node $node_version"
-  umoci gc --layout "$work/base.tmp"
-  rm -rf "$work/bundle.tmp"
-  mv "$work/base.tmp" "$base_layout"
+  umoci gc --layout "$base_cache/base.tmp"
+  rm -rf "$base_cache/bundle.tmp"
+  mv "$base_cache/base.tmp" "$base_layout"
   touch "$base_layout/.complete"
 else
   log "base image: cached ($base_layout)"
 fi
+flock -u 9
 
 # ---- 2. the Dockerfile ---------------------------------------------------------------------------------
 version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' deploy/charts/ferry/Chart.yaml)"
@@ -98,7 +106,7 @@ base_name="localhost/ferry-node-base:$node_version-$base_key"
 if ! buildah "${store[@]}" inspect --type image "$base_name" >/dev/null 2>&1; then
   # A relative layout path: buildah names the pulled image after it, and the absolute path may not be
   # a valid image name.
-  base_id="$(cd "$work" && buildah "${store[@]}" pull --quiet "oci:$(basename "$base_layout"):node-$node_version")"
+  base_id="$(cd "$base_cache" && buildah "${store[@]}" pull --quiet "oci:$(basename "$base_layout"):node-$node_version")"
   buildah "${store[@]}" tag "$base_id" "$base_name"
 fi
 log "building $tag from deploy/Dockerfile"

@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { find, podSpec, render, repoRoot } from '../deploy/k8s.ts';
+import { find, type Obj, podSpec, render, repoRoot } from '../deploy/k8s.ts';
 import {
   type BuiltImage,
   buildImage,
@@ -140,9 +140,27 @@ function inNamespace(): void {
       };
       const pod = podSpec(find(objs, 'DaemonSet', 'ferry')) as unknown as KubePodSpec;
       const cleanupPod = podSpec(find(objs, 'DaemonSet', 'ferry-cleanup')) as unknown as KubePodSpec;
+      // A Secret volume: the Secret's files, as the kubelet writes them (the Secret from the render).
+      const secretDir = (name: string): string => {
+        const secret = objs.find(
+          (o) => o.obj.kind === 'Secret' && (o.obj.metadata as Obj).name === name,
+        )?.obj;
+        if (!secret) throw new Error(`Secret ${name} is not in the render: the test must provide it`);
+        const d = join(dir, 'secrets', name);
+        mkdirSync(d, { recursive: true });
+        for (const [k, b64] of Object.entries((secret.data ?? {}) as Record<string, string>))
+          writeFileSync(join(d, k), Buffer.from(b64, 'base64'), { mode: 0o400 });
+        for (const [k, text] of Object.entries((secret.stringData ?? {}) as Record<string, string>))
+          writeFileSync(join(d, k), text, { mode: 0o400 });
+        return d;
+      };
       const volumes: Record<string, string> = {};
       for (const v of [...(pod.volumes ?? []), ...(cleanupPod.volumes ?? [])]) {
-        const local = v.hostPath ? hostPaths[v.hostPath.path] : undefined;
+        const local = v.hostPath
+          ? hostPaths[v.hostPath.path]
+          : v.secret
+            ? secretDir(v.secret.secretName)
+            : undefined;
         if (!local) throw new Error(`volume ${v.name} (${JSON.stringify(v)}) has no stand-in on this node`);
         volumes[v.name] = local;
       }

@@ -228,7 +228,8 @@ export async function specFor(pc: PodContainer, rootfs: string): Promise<Spec> {
       destination: m.mountPath,
       type: 'bind',
       source,
-      options: ['rbind', 'rprivate', m.readOnly ? 'ro' : 'rw'],
+      // A Secret volume is read-only whatever the mount says, as the kubelet makes it.
+      options: ['rbind', 'rprivate', m.readOnly || vol.secret ? 'ro' : 'rw'],
     });
   }
   // hostPorts: the pod is reached on the node's address, so it shares the node's network namespace.
