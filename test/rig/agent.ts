@@ -117,7 +117,7 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
           const res = await fetch(`${opsUrl}/healthz`).catch(() => undefined);
           return res?.ok === true;
         },
-        { timeoutMs: 30_000, what: `agent ${opts.name} /healthz` },
+        { timeoutMs: 90_000, what: `agent ${opts.name} /healthz` },
       );
     } catch (err) {
       // Nobody holds a handle to an agent that never came up: stop it here, or it outlives the test.

@@ -104,6 +104,9 @@ export interface PullThroughOptions {
 /** Header naming the node that follows a transfer (its own claim: shown on the status page, counted in metrics). */
 export const FOLLOWER_HEADER = 'x-ferry-follower';
 
+/** Longest wait for the DHT to take an announcement before the election window starts anyway. */
+const ANNOUNCE_CAP_MS = 1000;
+
 /** Keys announced in the DHT: a node joining an election, a node holding a copy being fed. */
 export const electionKey = (digest: string) => `ferry-inflight/${digest}`;
 export const copyKey = (digest: string) => `ferry-copy/${digest}`;
@@ -242,15 +245,18 @@ export class PullThrough {
       if (dir !== undefined) {
         const myRank = rank(dir.peerId, digest);
         const started = performance.now();
-        // Nodes holding a copy being fed: follow one (any of them is further along than us).
-        candidates = await this.find(copyKey(digest), Math.max(this.opts.windowMs, 50));
+        // Announce (so nodes asking at the same moment see us) while looking for copies being fed.
+        keys.push(electionKey(digest));
+        const [copies0] = await Promise.all([
+          this.find(copyKey(digest), Math.max(this.opts.windowMs, 50)),
+          withDeadline(dir.advertise([electionKey(digest)]), Math.max(this.opts.windowMs, ANNOUNCE_CAP_MS)),
+        ]);
+        // A copy being fed: follow one (any of them is further along than us).
+        candidates = copies0;
         if (candidates.length === 0) {
-          // Election: announce, wait the window, the lowest rank among those seen fetches.
-          keys.push(electionKey(digest));
-          await withDeadline(dir.advertise([electionKey(digest)]), this.opts.windowMs);
+          // Election: once announced, wait the window; the lowest rank among those seen fetches.
           const announcedMs = performance.now() - started;
-          const left = this.opts.windowMs - (performance.now() - started);
-          if (left > 0) await sleep(left);
+          await sleep(this.opts.windowMs);
           const [electors, copies] = await Promise.all([
             this.find(electionKey(digest), Math.max(this.opts.windowMs, 50)),
             this.find(copyKey(digest), Math.max(this.opts.windowMs, 50)),
