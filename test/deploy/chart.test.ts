@@ -22,6 +22,7 @@ import {
   everythingOn,
   find,
   type Obj,
+  optionsNotInChart,
   podSpec,
   render,
   validateObject,
@@ -274,10 +275,8 @@ const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string } | { releas
     env: '^registry.k8s.io/,:dev$',
   },
   pinnerNamespace: { releaseNamespace: true },
-  networkKeyFile: {
-    exempt: 'not mapped yet: the network key Secret and its mount come with the chart change',
-  },
-  config: { exempt: 'every option has its own value and env variable; the chart writes no config file' },
+  networkKeyFile: { exempt: optionsNotInChart.networkKeyFile! },
+  config: { exempt: optionsNotInChart.config! },
 };
 
 describe('agent flags in the chart', () => {
