@@ -1,52 +1,25 @@
 import { createHash, type Hash } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Peer, Router } from '@ferry/interface';
+import type { Peer } from '@ferry/interface';
+import { fingerprintMediaType, firstHeader, isManifestMediaType, parseDigest } from '@ferry/oci';
 import {
-  fingerprintMediaType,
-  firstHeader,
-  hostPort,
-  isDigest,
-  isManifestMediaType,
-  manifestAcceptTypes,
-  parseDigest,
-} from '@ferry/oci';
-import { type Dispatcher, request } from 'undici';
+  type Attempt,
+  fetchPeer,
+  type MirrorSettings,
+  type MirrorTarget,
+  PeerError,
+  reasonOf,
+  type Span,
+} from './peer-fetch.ts';
+import { PeerIterator } from './peers.ts';
 
-/** Header set on requests to peers; a request carrying it is answered from local content only. */
-export const MIRRORED_HEADER = 'x-ferry-mirrored';
-
-/** What to fetch from peers. */
-export interface MirrorTarget {
-  kind: 'manifests' | 'blobs';
-  method: 'GET' | 'HEAD';
-  registry: string;
-  repository: string;
-  /** Tag or digest, as requested. */
-  reference: string;
-  /** Set when the reference is a digest. */
-  digest?: string;
-  /** Router key: the digest, or the tag key. */
-  key: string;
-  /** The client's Range header (blobs only). */
-  range?: string;
-}
-
-/** Tunables of the peer fetch engine (resolved plugin options). */
-export interface MirrorSettings {
-  router: Router;
-  dispatcher: Dispatcher;
-  resolveTimeoutMs: number;
-  retries: number;
-  peerTimeoutMs: number;
-  metadataTimeoutMs: number;
-  /** Delay before a hedged request; 'adaptive' = p90 of observed header latency. */
-  hedgeDelayMs: number | 'adaptive';
-  latency: LatencyTracker;
-  maxManifestBytes: number;
-  verifyBlobs: boolean;
-  userAgent: string;
-}
+export {
+  createLatencyTracker,
+  type LatencyTracker,
+  MIRRORED_HEADER,
+  type MirrorSettings,
+  type MirrorTarget,
+} from './peer-fetch.ts';
 
 /** A successful mirror: headers to send and the body (buffer for manifests, stream for blob GETs). */
 export interface MirrorHit {
@@ -73,182 +46,6 @@ export interface MirrorMiss {
   contentRange?: string;
 }
 
-/** Keeps the last header latencies of successful peer fetches. */
-export interface LatencyTracker {
-  record(ms: number): void;
-  /** 90th percentile of the recorded samples, or the seed when there are none. */
-  p90(): number;
-}
-
-/** Creates a {@link LatencyTracker} over a ring of `capacity` samples. */
-export function createLatencyTracker(seedMs = 50, capacity = 128): LatencyTracker {
-  const samples: number[] = [];
-  let at = 0;
-  return {
-    record(ms) {
-      if (samples.length < capacity) samples.push(ms);
-      else samples[at] = ms;
-      at = (at + 1) % capacity;
-    },
-    p90() {
-      if (samples.length === 0) return seedMs;
-      const sorted = [...samples].sort((a, b) => a - b);
-      return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))] ?? seedMs;
-    },
-  };
-}
-
-class PeerError extends Error {
-  status: number | undefined;
-  contentRange: string | undefined;
-  constructor(message: string, status?: number, contentRange?: string) {
-    super(message);
-    this.status = status;
-    this.contentRange = contentRange;
-  }
-}
-
-interface Span {
-  start: number;
-  end: number; // inclusive
-  total: number;
-}
-
-interface Attempt {
-  peer: Peer;
-  status: 200 | 206;
-  headers: IncomingHttpHeaders;
-  span?: Span;
-  buffer?: Buffer;
-  body?: AsyncIterable<Buffer> & { destroy(err?: Error): unknown };
-  latencyMs: number;
-  abort(): void;
-}
-
-function peerUrl(peer: Peer, t: MirrorTarget): string {
-  return `http://${hostPort(peer.host, peer.port)}/v2/${t.repository}/${t.kind}/${t.reference}?ns=${encodeURIComponent(t.registry)}`;
-}
-
-const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+)$/;
-
-function spanOf(status: number, headers: IncomingHttpHeaders): Span | undefined {
-  const length = Number(firstHeader(headers['content-length']));
-  if (!Number.isSafeInteger(length) || length < 0) return undefined;
-  if (status === 200) return { start: 0, end: length - 1, total: length };
-  const m = CONTENT_RANGE.exec(firstHeader(headers['content-range']) ?? '');
-  if (m === null) return undefined;
-  const span = { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
-  if (span.end < span.start || span.end >= span.total || span.end - span.start + 1 !== length)
-    return undefined;
-  return span;
-}
-
-/** One request to one peer. Resolves once headers (and, for manifests, the verified body) are in. */
-async function fetchPeer(
-  s: MirrorSettings,
-  t: MirrorTarget,
-  peer: Peer,
-  signal: AbortSignal,
-  range: string | undefined,
-): Promise<Attempt> {
-  const ac = new AbortController();
-  const onAbort = () => ac.abort(signal.reason);
-  if (signal.aborted) throw signal.reason;
-  signal.addEventListener('abort', onAbort, { once: true });
-  const isBlobGet = t.kind === 'blobs' && t.method === 'GET';
-  const timeoutMs = isBlobGet ? s.peerTimeoutMs : s.metadataTimeoutMs;
-  const timer = setTimeout(() => ac.abort(new PeerError(`no answer within ${timeoutMs} ms`)), timeoutMs);
-  const started = performance.now();
-  const headers: Record<string, string> = { [MIRRORED_HEADER]: 'true', 'user-agent': s.userAgent };
-  if (t.kind === 'manifests') headers.accept = manifestAcceptTypes.join(', ');
-  if (range !== undefined) headers.range = range;
-  const abort = () => {
-    clearTimeout(timer);
-    signal.removeEventListener('abort', onAbort);
-    ac.abort(new PeerError('aborted'));
-  };
-  try {
-    const res = await request(peerUrl(peer, t), {
-      method: t.method,
-      headers,
-      dispatcher: s.dispatcher,
-      signal: ac.signal,
-      bodyTimeout: s.peerTimeoutMs,
-    });
-    const latencyMs = performance.now() - started;
-    // Errors on a body nobody reads (aborted losers, discarded answers) must not become uncaught.
-    res.body.on('error', () => {});
-    const h = res.headers;
-    if (res.statusCode !== 200 && res.statusCode !== 206) {
-      res.body.destroy();
-      throw new PeerError(
-        `peer ${peer.id} answered ${res.statusCode}`,
-        res.statusCode,
-        firstHeader(h['content-range']),
-      );
-    }
-    const status = res.statusCode as 200 | 206;
-    const peerDigest = firstHeader(h['docker-content-digest']);
-    if (t.digest !== undefined && peerDigest !== undefined && peerDigest !== t.digest) {
-      res.body.destroy();
-      throw new PeerError(`peer ${peer.id} sent digest ${peerDigest}, asked ${t.digest}`);
-    }
-    if (t.digest === undefined && (peerDigest === undefined || !isDigest(peerDigest))) {
-      res.body.destroy();
-      throw new PeerError(`peer ${peer.id} sent no valid Docker-Content-Digest for tag ${t.reference}`);
-    }
-    const span = spanOf(status, h);
-    if (span === undefined) {
-      res.body.destroy();
-      throw new PeerError(`peer ${peer.id} sent inconsistent Content-Length/Content-Range`);
-    }
-    if (t.kind === 'manifests' && t.method === 'GET') {
-      if (status !== 200 || span.total > s.maxManifestBytes) {
-        res.body.destroy();
-        throw new PeerError(
-          `peer ${peer.id} sent an unusable manifest response (${status}, ${span.total} bytes)`,
-        );
-      }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > span.total) throw new PeerError(`peer ${peer.id} sent more than Content-Length`);
-        chunks.push(chunk);
-      }
-      const buffer = Buffer.concat(chunks);
-      const want = t.digest ?? (peerDigest as string);
-      const parsed = parseDigest(want);
-      const got = `${parsed.algorithm}:${createHash(parsed.algorithm).update(buffer).digest('hex')}`;
-      if (got !== parsed.digest)
-        throw new PeerError(`peer ${peer.id} sent a manifest hashing to ${got}, expected ${want}`);
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      return { peer, status, headers: h, span, buffer, latencyMs, abort };
-    }
-    clearTimeout(timer);
-    if (t.method === 'HEAD') {
-      signal.removeEventListener('abort', onAbort);
-      res.body.dump().catch(() => {});
-      return { peer, status, headers: h, span, latencyMs, abort };
-    }
-    // Blob GET: the body stays tied to the caller's signal until consumed.
-    const body = res.body as unknown as Attempt['body'] & object;
-    const release = () => signal.removeEventListener('abort', onAbort);
-    res.body.once('close', release);
-    return { peer, status, headers: h, span, body, latencyMs, abort };
-  } catch (err) {
-    abort();
-    if (ac.signal.reason instanceof PeerError && !(err instanceof PeerError)) throw ac.signal.reason;
-    throw err;
-  }
-}
-
-function reasonOf(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
-}
-
 interface RaceResult {
   winner?: Attempt;
   attempts: number;
@@ -258,150 +55,117 @@ interface RaceResult {
   rangeRejected?: string;
 }
 
-/** Looks peers up and races/hedges fetches; resolves with the first good response. */
+type Settled = { peer: Peer; attempt: Attempt } | { peer: Peer; error: unknown };
+
+/** The first of the fetches in flight to settle, or undefined once `until` aborts. */
+function firstSettled(inflight: Map<Peer, { settled: Promise<Settled> }>, until: AbortSignal) {
+  const deadline = new Promise<undefined>((resolve) => {
+    if (until.aborted) resolve(undefined);
+    else until.addEventListener('abort', () => resolve(undefined), { once: true });
+  });
+  return Promise.race([...[...inflight.values()].map((f) => f.settled), deadline]);
+}
+
+/**
+ * Looks peers up and races/hedges fetches; resolves with the first good response. While nothing is in
+ * flight the next peer gets `resolveTimeoutMs`; while a fetch is in flight and has not answered within the
+ * hedge delay, the next peer starts too.
+ */
 async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Promise<RaceResult> {
-  const t0 = performance.now();
-  const lookupAc = new AbortController();
-  const lookupSignal = AbortSignal.any([signal, lookupAc.signal]);
-  const found: Peer[] = [];
-  let resolveMs: number | undefined;
-  let lookupDone = false;
-  let lookupError: unknown;
-
-  let dirty = false;
-  let wake: (() => void) | undefined;
-  const wakeUp = () => {
-    dirty = true;
-    wake?.();
-  };
-  const sleep = async (ms: number) => {
-    if (dirty) {
-      dirty = false;
-      return;
-    }
-    let timer: NodeJS.Timeout | undefined;
-    await new Promise<void>((resolve) => {
-      wake = resolve;
-      if (Number.isFinite(ms)) timer = setTimeout(resolve, Math.max(0, ms));
-    });
-    wake = undefined;
-    dirty = false;
-    clearTimeout(timer);
-  };
-  const onAbort = () => wakeUp();
-  signal.addEventListener('abort', onAbort, { once: true });
-
-  void (async () => {
-    try {
-      for await (const peer of s.router.lookup(t.key, { signal: lookupSignal })) {
-        resolveMs ??= performance.now() - t0;
-        if (!found.some((p) => p.id === peer.id)) found.push(peer);
-        wakeUp();
-        if (found.length >= s.retries) break;
-      }
-    } catch (err) {
-      if (!lookupSignal.aborted) lookupError = err;
-    } finally {
-      lookupDone = true;
-      wakeUp();
-    }
-  })();
-
-  const inflight = new Map<Peer, AbortController>();
-  const controllers: Attempt[] = [];
+  const peers = new PeerIterator(s.router, t.key, s.retries, signal);
+  const inflight = new Map<Peer, { settled: Promise<Settled>; ac: AbortController }>();
   const failures: string[] = [];
-  let rangeRejected: string | undefined;
-  let winner: Attempt | undefined;
-  let next = 0;
   let attempts = 0;
-  let lastStart = 0;
-  let idleSince = t0;
+  let winner: Attempt | undefined;
+  let rangeRejected: string | undefined;
   let message = '';
   const hedgeDelay = () =>
     s.hedgeDelayMs === 'adaptive' ? Math.min(Math.max(s.latency.p90(), 5), s.peerTimeoutMs) : s.hedgeDelayMs;
+  const failed = () => `all ${attempts} peer attempts failed (${failures.join('; ')})`;
 
   const start = (peer: Peer) => {
     attempts++;
-    lastStart = performance.now();
-    const attemptAc = new AbortController();
-    const p = fetchPeer(s, t, peer, AbortSignal.any([signal, attemptAc.signal]), t.range).then(
-      (a) => {
-        inflight.delete(peer);
-        s.latency.record(a.latencyMs);
-        if (winner === undefined && !signal.aborted) winner = a;
-        else a.abort();
-        controllers.push(a);
-        wakeUp();
-      },
-      (err: unknown) => {
-        inflight.delete(peer);
-        if (err instanceof PeerError && err.status === 416) rangeRejected = err.contentRange ?? '';
-        failures.push(`${peer.id}: ${reasonOf(err)}`);
-        if (inflight.size === 0) idleSince = performance.now();
-        wakeUp();
-      },
+    const ac = new AbortController();
+    const settled = fetchPeer(s, t, peer, AbortSignal.any([signal, ac.signal]), t.range).then(
+      (attempt): Settled => ({ peer, attempt }),
+      (error: unknown): Settled => ({ peer, error }),
     );
-    inflight.set(peer, attemptAc);
-    void p;
+    inflight.set(peer, { settled, ac });
+  };
+  const settle = (r: Settled) => {
+    inflight.delete(r.peer);
+    if ('attempt' in r) {
+      s.latency.record(r.attempt.latencyMs);
+      if (signal.aborted) r.attempt.abort();
+      else winner = r.attempt;
+      return;
+    }
+    if (r.error instanceof PeerError && r.error.status === 416) rangeRejected = r.error.contentRange ?? '';
+    failures.push(`${r.peer.id}: ${reasonOf(r.error)}`);
   };
 
   try {
     while (winner === undefined && !signal.aborted) {
-      const now = performance.now();
-      const canStart = next < found.length && attempts < s.retries;
-      const hedgeAt = lastStart + hedgeDelay();
-      if (canStart && (inflight.size === 0 || now >= hedgeAt)) {
-        start(found[next++] as Peer);
-        continue;
-      }
-      let waitMs = Number.POSITIVE_INFINITY;
+      // 1. Nothing in flight: the next peer within resolveTimeoutMs, or give up.
       if (inflight.size === 0) {
         if (attempts >= s.retries) {
-          message = `all ${attempts} peer attempts failed (${failures.join('; ')})`;
+          message = failed();
           break;
         }
-        if (lookupDone && next >= found.length) {
-          message =
-            attempts === 0
-              ? `could not find a peer${lookupError === undefined ? '' : ` (lookup failed: ${reasonOf(lookupError)})`}`
-              : `all ${attempts} peer attempts failed (${failures.join('; ')})`;
-          break;
+        const peer = await peers.next(AbortSignal.any([signal, AbortSignal.timeout(s.resolveTimeoutMs)]));
+        if (peer !== undefined) {
+          start(peer);
+          continue;
         }
-        const idleLeft = idleSince + s.resolveTimeoutMs - now;
-        if (idleLeft <= 0) {
+        if (!peers.exhausted)
           message =
             attempts === 0
               ? `no peer found within ${s.resolveTimeoutMs} ms`
-              : `no further peer within ${s.resolveTimeoutMs} ms after ${attempts} failed attempts (${failures.join('; ')})`;
-          break;
-        }
-        waitMs = idleLeft;
-      } else if (canStart) {
-        waitMs = hedgeAt - now;
+              : `no further peer within ${s.resolveTimeoutMs} ms after ${failed()}`;
+        else if (attempts > 0) message = failed();
+        else
+          message = `could not find a peer${peers.error === undefined ? '' : ` (lookup failed: ${reasonOf(peers.error)})`}`;
+        break;
       }
-      await sleep(waitMs);
+      // 2. A fetch in flight: its answer, or, past the hedge delay, the next peer as well.
+      const delayMs = hedgeDelay();
+      const canHedge = attempts < s.retries && !peers.exhausted && Number.isFinite(delayMs);
+      const hedge = canHedge ? AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, delayMs))]) : signal;
+      const settled = await firstSettled(inflight, hedge);
+      if (settled !== undefined) {
+        settle(settled);
+        continue;
+      }
+      if (signal.aborted || !canHedge) continue;
+      const answered = new AbortController();
+      void firstSettled(inflight, answered.signal).then(() => answered.abort());
+      const peer = await peers.next(AbortSignal.any([signal, answered.signal]));
+      answered.abort();
+      if (peer !== undefined) start(peer);
     }
   } finally {
-    signal.removeEventListener('abort', onAbort);
-    lookupAc.abort();
-    // Cancel the losers still waiting for headers.
-    for (const ac of inflight.values()) ac.abort(new PeerError('another peer answered first'));
+    peers.close();
+    // Cancel the losers; one that answers anyway is released.
+    for (const f of inflight.values()) {
+      f.ac.abort(new PeerError('another peer answered first'));
+      void f.settled.then((r) => ('attempt' in r ? r.attempt.abort() : undefined));
+    }
   }
+  const base = {
+    attempts,
+    found: peers.found,
+    ...(peers.resolveMs === undefined ? {} : { resolveMs: peers.resolveMs }),
+  };
   if (signal.aborted) {
-    for (const a of controllers) if (a !== winner) a.abort();
     winner?.abort();
-    return {
-      attempts,
-      found,
-      message: 'client went away',
-      ...(resolveMs === undefined ? {} : { resolveMs }),
-    };
+    return { ...base, message: 'client went away' };
   }
-  const result: RaceResult = { attempts, found, message };
-  if (winner !== undefined) result.winner = winner;
-  if (resolveMs !== undefined) result.resolveMs = resolveMs;
-  if (rangeRejected !== undefined) result.rangeRejected = rangeRejected;
-  return result;
+  return {
+    ...base,
+    message,
+    ...(winner === undefined ? {} : { winner }),
+    ...(rangeRejected === undefined ? {} : { rangeRejected }),
+  };
 }
 
 /**

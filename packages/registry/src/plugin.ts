@@ -275,7 +275,11 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
         if (result.contentRange) reply.header('content-range', result.contentRange);
         return fail(reply, 416, 'RANGE_INVALID', result.message);
       }
-      return fail(reply, 404, unknown, `${t.key}: ${result.message}`, { attempts: result.attempts });
+      // The details (peers, network errors) go to the event and the logs, never to the client.
+      t.error = result.message;
+      return fail(reply, 404, unknown, `${t.key}: not available from the cluster`, {
+        attempts: result.attempts,
+      });
     }
     t.outcome = 'peer';
     t.peer = result.peer.id;
