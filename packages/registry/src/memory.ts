@@ -104,7 +104,7 @@ export function createMemoryRouter(initial: Record<string, Peer[]> = {}): Memory
   };
 }
 
-/** An in-memory {@link TagRecordStore} for tests: keeps the newest resolution per tag. */
+/** An in-memory {@link TagRecordStore} for tests: the newest resolution per tag; upstream answers replace peer-learned ones. */
 export interface MemoryTagStore extends TagRecordStore {
   /** Everything recorded, in order (to assert what was written). */
   readonly records: TagResolution[];
@@ -120,7 +120,9 @@ export function createMemoryTagStore(): MemoryTagStore {
       records.push({ ...r });
       const key = tagKey(r.registry, r.repository, r.tag);
       const old = byTag.get(key);
-      if (old === undefined || r.resolvedAt >= old.resolvedAt) byTag.set(key, { ...r });
+      // As the LevelDB store: an upstream answer always replaces a peer-learned record; else newest wins.
+      const replaces = r.source === 'upstream' && old?.source !== 'upstream';
+      if (old === undefined || replaces || r.resolvedAt >= old.resolvedAt) byTag.set(key, { ...r });
     },
     async get(registry, repository, tag) {
       const r = byTag.get(tagKey(registry, repository, tag));

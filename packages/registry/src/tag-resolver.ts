@@ -43,6 +43,10 @@ export interface TagResolverOptions {
   maxPeerAnswers?: number;
   /** Clock (ms since epoch) for resolvedAt and ages. Default Date.now. */
   now?: () => number;
+  /** A peer's resolution time further ahead of this node's clock is a lie (rejected). Default 60 s. */
+  clockSkewMs?: number;
+  /** A peer's resolution time older than this is implausible (rejected). Default 30 days. */
+  maxPeerAnswerAgeMs?: number;
 }
 
 /** A tag as requested. */
@@ -88,6 +92,11 @@ export interface TagResolverDeps {
 export function createTagResolver(opts: TagResolverOptions, deps: TagResolverDeps): TagResolver {
   const now = opts.now ?? Date.now;
   const upstreamTimeoutMs = opts.upstreamTimeoutMs ?? 1000;
+  const clockSkewMs = opts.clockSkewMs ?? 60_000;
+  const maxAgeMs = opts.maxPeerAnswerAgeMs ?? 30 * 24 * 3600_000;
+  /** Peer statements are evidence: a time in the future or implausibly old is rejected (0 = unknown). */
+  const plausible = (a: PeerTagAnswer) =>
+    a.resolvedAt === 0 || (a.resolvedAt <= now() + clockSkewMs && a.resolvedAt >= now() - maxAgeMs);
   const { source } = deps;
 
   const readRecord = (ref: TagRef, log: TagLog) =>
@@ -132,12 +141,14 @@ export function createTagResolver(opts: TagResolverOptions, deps: TagResolverDep
     const candidates: TagResolution[] = [];
     if (rec !== undefined) candidates.push({ ...rec, source: 'last-known' });
     if (img !== undefined) candidates.push(img);
-    for (const a of answers) candidates.push({ ...ref, ...answerFields(a), source: 'peer' });
+    // A record this node got from the upstream itself is never replaced by a peer's word.
+    const trusted = rec?.source === 'upstream' ? [] : answers.filter(plausible);
+    for (const a of trusted) candidates.push({ ...ref, ...answerFields(a), source: 'peer' });
     let best: TagResolution | undefined;
     for (const c of candidates) if (best === undefined || c.resolvedAt > best.resolvedAt) best = c;
     if (best === undefined) return undefined;
     const digest = best.digest;
-    const holders = answers.filter((a) => a.digest === digest).map((a) => a.peer);
+    const holders = trusted.filter((a) => a.digest === digest).map((a) => a.peer);
     // Survive a restart during the outage; the resolution keeps its original time.
     if (best.source === 'peer' && (rec === undefined || best.resolvedAt > rec.resolvedAt))
       await record(best, log, 'the peer answer');
@@ -148,8 +159,9 @@ export function createTagResolver(opts: TagResolverOptions, deps: TagResolverDep
     modeFor: (ref) => opts.modeFor(ref.registry, ref.repository, ref.tag),
 
     async ownAnswer(ref, log) {
+      // Only what this node knows itself: a record learned from a peer is not passed on as evidence.
       const candidates = [await readRecord(ref, log), await localImage(ref)].filter(
-        (c): c is TagResolution => c !== undefined,
+        (c): c is TagResolution => c !== undefined && c.source !== 'peer',
       );
       candidates.sort((a, b) => b.resolvedAt - a.resolvedAt);
       for (const c of candidates) {

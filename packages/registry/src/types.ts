@@ -38,7 +38,10 @@ export interface TagUpstream {
 
 /** Where resolutions are kept across restarts (@ferry/resolver's LastKnownStore fits). */
 export interface TagRecordStore {
-  /** Durable when it resolves; keeps the newest (by resolvedAt) per tag. */
+  /**
+   * Durable when it resolves; keeps the newest (by resolvedAt) per tag, except that an upstream answer
+   * (`source: upstream`) always replaces a peer-learned record and is never refused.
+   */
   record(r: TagResolution): Promise<void>;
   get(registry: string, repository: string, tag: string): Promise<TagResolution | undefined>;
 }

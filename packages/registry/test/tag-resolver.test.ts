@@ -71,7 +71,7 @@ describe('createTagResolver', () => {
       ],
     );
     storeImage(source, img, 'v1');
-    await store.record({ ...REF, digest: img.manifestDigest, resolvedAt: NOW - 9000, source: 'upstream' });
+    await store.record({ ...REF, digest: img.manifestDigest, resolvedAt: NOW - 9000, source: 'peer' });
     const v = await resolver.verify(REF, new AbortController().signal, log);
     assert.ok(v.ok);
     assert.equal(v.resolution.digest, newer);
@@ -124,5 +124,71 @@ describe('createTagResolver', () => {
     const own = await resolver.ownAnswer(REF, log);
     assert.equal(own?.digest, img.manifestDigest);
     assert.equal(own?.source, 'local');
+  });
+});
+
+describe('peer answers are evidence, not truth', () => {
+  const liarDigest = `sha256:${'e'.repeat(64)}`;
+  const down = (): UpstreamOutcome => ({ kind: 'unavailable', reason: 'x' });
+
+  it('a resolution time in the future or implausibly old is rejected', async () => {
+    const img = sampleImage(10);
+    for (const resolvedAt of [NOW + 3_600_000, NOW - 400 * 24 * 3_600_000]) {
+      const { resolver, source, store } = setup(down, [
+        { peer: peer('liar'), digest: liarDigest, resolvedAt },
+      ]);
+      storeImage(source, img, 'v1');
+      const v = await resolver.verify(REF, new AbortController().signal, log);
+      assert.ok(v.ok);
+      assert.equal(v.resolution.digest, img.manifestDigest, 'the local image, not the liar');
+      assert.deepEqual(store.records, [], 'nothing of the liar is recorded');
+    }
+  });
+
+  it("a peer's newer answer never replaces what this node got from the upstream itself", async () => {
+    const own = `sha256:${'1'.repeat(64)}`;
+    const { resolver, store } = setup(down, [
+      { peer: peer('liar'), digest: liarDigest, resolvedAt: NOW - 1 },
+    ]);
+    await store.record({ ...REF, digest: own, resolvedAt: NOW - 3_600_000, source: 'upstream' });
+    const v = await resolver.verify(REF, new AbortController().signal, log);
+    assert.ok(v.ok);
+    assert.equal(v.resolution.digest, own);
+    assert.deepEqual(v.holders, []);
+    assert.equal((await store.get('docker.io', 'library/app', 'v1'))?.digest, own);
+  });
+
+  it('a lie learned during an outage does not outlive it: the upstream answer replaces it', async () => {
+    const real = `sha256:${'2'.repeat(64)}`;
+    let upstream: UpstreamOutcome = down();
+    const { resolver, store } = setup(
+      () => upstream,
+      [
+        { peer: peer('liar'), digest: liarDigest, resolvedAt: NOW + 30_000 }, // inside the clock skew
+      ],
+    );
+    const during = await resolver.verify(REF, new AbortController().signal, log);
+    assert.ok(during.ok);
+    assert.equal(during.resolution.digest, liarDigest, 'a node that knows nothing takes the only answer');
+    upstream = { kind: 'resolved', digest: real };
+    const back = await resolver.verify(REF, new AbortController().signal, log);
+    assert.ok(back.ok);
+    assert.equal(
+      (await store.get('docker.io', 'library/app', 'v1'))?.digest,
+      real,
+      'the upstream replaced it',
+    );
+    upstream = down();
+    const next = await resolver.verify(REF, new AbortController().signal, log);
+    assert.ok(next.ok);
+    assert.equal(next.resolution.digest, real, 'the next outage serves the upstream answer');
+  });
+
+  it('a record learned from a peer is not passed on to other peers', async () => {
+    const { resolver, source, store } = setup(down);
+    const img = sampleImage(10);
+    storeImage(source, img);
+    await store.record({ ...REF, digest: img.manifestDigest, resolvedAt: NOW, source: 'peer' });
+    assert.equal(await resolver.ownAnswer(REF, log), undefined);
   });
 });

@@ -200,7 +200,7 @@ describe('tag modes in the registry', () => {
     assert.equal(ev.list[0]?.tag?.outcome, 'upstream');
   });
 
-  it('verify, upstream down: the newest of own record, local image and peers wins; a peer answer is recorded with its time', async (t) => {
+  it('verify, upstream down: the newest of a peer-learned record, local image and peers wins; a peer answer is recorded with its time', async (t) => {
     const d1 = sampleImage(1000);
     const d2 = sampleImage(1000);
     const d3 = sampleImage(1000);
@@ -221,12 +221,13 @@ describe('tag modes in the registry', () => {
     storeImage(a.source, d2, 'v1-old-name');
     const b = await startPeer(t, 'B', peerTags(createMemoryTagStore()));
     storeImage(b.source, d3, 'v1');
-    // Our own record says D1 at t=1000, and our image is D1 too.
+    // Our record (learned from a peer earlier) says D1 at t=1000, and our image is D1 too.
     const store = createMemoryTagStore();
     await store.record({
       ...(await aStore.get('docker.io', 'library/app', 'v1'))!,
       digest: d1.manifestDigest,
       resolvedAt: 1000,
+      source: 'peer',
     });
     const { upstream } = fakeUpstream(() => ({ kind: 'unavailable', reason: 'connection refused' }));
     const { app, ev, source } = await node(
@@ -380,7 +381,7 @@ describe('last-known answers from peers', () => {
       repository: 'library/app',
       tag: 'v1',
       digest: img.manifestDigest,
-      resolvedAt: 7,
+      resolvedAt: Date.now() - 60_000,
       source: 'upstream',
     });
     const a = await startPeer(t, 'A', { tags: { modeFor: () => 'verify', lastKnown: aStore } });
