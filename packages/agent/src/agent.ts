@@ -222,9 +222,6 @@ export async function startAgent(
       tags: tagPolicy.tags,
       mirrorResolveTimeoutMs: config.mirrorResolveTimeout,
       mirrorResolveRetries: config.mirrorResolveRetries,
-      // containerd checks every blob against its digest before it commits it, and a wrong byte fails
-      // that fetch either way; hashing here too would halve the mirror path's throughput for nothing.
-      verifyBlobs: false,
       ...(firstPull === undefined ? {} : { pullThrough: firstPull.pullThrough }),
       logger: requestLog,
       observer: {
@@ -238,6 +235,8 @@ export async function startAgent(
             repository: e.repository,
             outcome: e.outcome,
             peer: e.peer,
+            // After a resume, every peer that served bytes, with how many.
+            ...(e.peers !== undefined && e.peers.length > 1 ? { peers: e.peers } : {}),
             status: e.status,
             bytes: e.bytes,
             durationMs: Math.round(e.durationMs * 10) / 10,

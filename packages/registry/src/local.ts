@@ -60,7 +60,11 @@ async function* counted(
 }
 
 /** Serves manifests and blobs the node holds (see the package README, "Local"). */
-export function createLocalServer(source: ContentSource, maxManifestBytes: number) {
+export function createLocalServer(
+  source: ContentSource,
+  maxManifestBytes: number,
+  onManifest: (bytes: Buffer, mediaType: string) => void = () => {},
+) {
   const fingerprints = new Map<string, string | undefined>();
 
   /** Media type of local content, fingerprinting small content without one. Returns the bytes when read. */
@@ -121,6 +125,7 @@ export function createLocalServer(source: ContentSource, maxManifestBytes: numbe
             error: { status: 404, code: 'MANIFEST_UNKNOWN', message: `${info.digest} is not a manifest` },
           };
         mediaType = m.mediaType;
+        if (bytes !== undefined) onManifest(bytes, mediaType);
       } else {
         try {
           range = parseRange(s.range, info.size);

@@ -72,10 +72,18 @@ function firstSettled(inflight: Map<Peer, { settled: Promise<Settled> }>, until:
  * hedge delay, the next peer starts too.
  */
 async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Promise<RaceResult> {
-  const peers = new PeerIterator(s.router, t.key, s.retries, signal);
+  // More candidates than attempts, so a few peers (with low ids, or none of the content) cannot take them all.
+  const peers = new PeerIterator(s.router, t.key, s.retries * 4, signal, {
+    skip: (p) => t.digest !== undefined && s.book.isQuarantined(t.digest, p.id),
+    last: (p) => s.book.recentlyFailed(p.id),
+    random: s.randomOrder,
+  });
   const inflight = new Map<Peer, { settled: Promise<Settled>; ac: AbortController }>();
   const failures: string[] = [];
   let attempts = 0;
+  /** Peers that answered 404 at once: they do not hold it, which costs no attempt. */
+  let notHeld = 0;
+  const budgetLeft = () => attempts - notHeld < s.retries;
   let winner: Attempt | undefined;
   let rangeRejected: string | undefined;
   let message = '';
@@ -101,6 +109,8 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
       return;
     }
     if (r.error instanceof PeerError && r.error.status === 416) rangeRejected = r.error.contentRange ?? '';
+    if (r.error instanceof PeerError && r.error.status === 404) notHeld++;
+    else s.book.failed(r.peer.id);
     failures.push(`${r.peer.id}: ${reasonOf(r.error)}`);
   };
 
@@ -108,7 +118,7 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
     while (winner === undefined && !signal.aborted) {
       // 1. Nothing in flight: the next peer within resolveTimeoutMs, or give up.
       if (inflight.size === 0) {
-        if (attempts >= s.retries) {
+        if (!budgetLeft()) {
           message = failed();
           break;
         }
@@ -129,7 +139,7 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
       }
       // 2. A fetch in flight: its answer, or, past the hedge delay, the next peer as well.
       const delayMs = hedgeDelay();
-      const canHedge = attempts < s.retries && !peers.exhausted && Number.isFinite(delayMs);
+      const canHedge = budgetLeft() && !peers.exhausted && Number.isFinite(delayMs);
       const hedge = canHedge ? AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, delayMs))]) : signal;
       const settled = await firstSettled(inflight, hedge);
       if (settled !== undefined) {
@@ -168,6 +178,9 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
   };
 }
 
+/** Body bytes relayed to the client, and the peer that served them. */
+export type OnPeerBytes = (n: number, peerId: string) => void;
+
 /**
  * Fetches a manifest or blob from peers. Never throws for peer trouble: a miss resolves with `ok: false`.
  * The blob stream resumes with Range requests (next peer, or the same one) when a peer breaks mid-way.
@@ -176,7 +189,7 @@ export async function mirror(
   s: MirrorSettings,
   t: MirrorTarget,
   signal: AbortSignal,
-  onBytes: (n: number) => void,
+  onBytes: OnPeerBytes,
 ): Promise<MirrorHit | MirrorMiss> {
   const r = await race(s, t, signal);
   const base = r.resolveMs === undefined ? {} : { resolveMs: r.resolveMs };
@@ -228,16 +241,14 @@ async function* blobStream(
   span: Span,
   peers: Peer[],
   signal: AbortSignal,
-  onBytes: (n: number) => void,
+  onBytes: OnPeerBytes,
 ): AsyncGenerator<Buffer> {
   const digest = t.digest as string;
   const wanted = span.end - span.start + 1;
   const whole = span.start === 0 && span.end === span.total - 1;
-  let hash: Hash | undefined;
-  if (s.verifyBlobs && whole) {
-    const algorithm = parseDigest(digest).algorithm;
-    hash = createHash(algorithm);
-  }
+  // A whole blob is verified: hashed as it streams, its last chunk held back until the digest matches.
+  const hash: Hash | undefined = whole ? createHash(parseDigest(digest).algorithm) : undefined;
+  const contributors = new Set<string>();
   let current: Attempt = first;
   let sent = 0;
   let held: Buffer | undefined; // last chunk, held back until the digest is verified
@@ -247,26 +258,25 @@ async function* blobStream(
     for (;;) {
       try {
         for await (const chunk of current.body as AsyncIterable<Buffer>) {
-          if (sent + chunk.length > wanted)
+          if (sent + chunk.length > wanted) {
+            s.book.quarantine(digest, current.peer.id);
             throw new PeerError(`peer ${current.peer.id} sent more than asked`);
+          }
           sent += chunk.length;
+          contributors.add(current.peer.id);
           hash?.update(chunk);
-          if (hash === undefined) {
-            onBytes(chunk.length);
-            yield chunk;
-          } else {
-            const out = held;
-            held = chunk;
-            if (out !== undefined) {
-              onBytes(out.length);
-              yield out;
-            }
+          const out = hash === undefined ? chunk : held;
+          if (hash !== undefined) held = chunk;
+          if (out !== undefined) {
+            onBytes(out.length, current.peer.id);
+            yield out;
           }
         }
         if (sent === wanted) break;
         throw new PeerError(`peer ${current.peer.id} ended the body after ${sent} of ${wanted} bytes`);
       } catch (err) {
         current.abort();
+        s.book.failed(current.peer.id);
         let lastErr: unknown = err;
         let next: Attempt | undefined;
         while (next === undefined) {
@@ -283,10 +293,17 @@ async function* blobStream(
     }
     if (hash !== undefined) {
       const got = `${parseDigest(digest).algorithm}:${hash.digest('hex')}`;
-      if (got !== digest) throw new Error(`blob from peers hashes to ${got}, expected ${digest}`);
+      if (got !== digest) {
+        // The response breaks (containerd never commits it); whoever served bytes is not asked again.
+        for (const id of contributors) s.book.quarantine(digest, id);
+        throw new Error(
+          `blob from peers [${[...contributors].join(', ')}] hashes to ${got}, expected ${digest}`,
+        );
+      }
     }
+    for (const id of contributors) s.book.served(id);
     if (held !== undefined) {
-      onBytes(held.length);
+      onBytes(held.length, current.peer.id);
       yield held;
     }
   } finally {
@@ -308,7 +325,13 @@ async function resume(
     0,
     peers.findIndex((p) => p.id === last.id),
   );
-  const order = peers.length <= 1 ? [last] : [...peers.slice(at + 1), ...peers.slice(0, at + 1)];
+  const rotated = peers.length <= 1 ? [last] : [...peers.slice(at + 1), ...peers.slice(0, at + 1)];
+  const usable = rotated.filter((p) => !s.book.isQuarantined(t.digest as string, p.id));
+  // Peers that failed lately go last.
+  const order = [
+    ...usable.filter((p) => !s.book.recentlyFailed(p.id)),
+    ...usable.filter((p) => s.book.recentlyFailed(p.id)),
+  ];
   const errors: string[] = [];
   for (const peer of order) {
     if (signal.aborted) break;

@@ -12,6 +12,7 @@ import {
   parseDigest,
 } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
+import type { PeerBook } from './peer-book.ts';
 
 /** Header set on requests to peers; a request carrying it is answered from local content only. */
 export const MIRRORED_HEADER = 'x-ferry-mirrored';
@@ -44,7 +45,10 @@ export interface MirrorSettings {
   hedgeDelayMs: number | 'adaptive';
   latency: LatencyTracker;
   maxManifestBytes: number;
-  verifyBlobs: boolean;
+  /** Failed peers, quarantined (peer, digest) pairs and true blob sizes (bounded). */
+  book: PeerBook;
+  /** Try the peers found in random order (false: in the router's order). */
+  randomOrder: boolean;
   userAgent: string;
 }
 
@@ -180,6 +184,13 @@ export async function fetchPeer(
     if (span === undefined) {
       res.body.destroy();
       throw new PeerError(`peer ${peer.id} sent inconsistent Content-Length/Content-Range`);
+    }
+    const size = t.digest === undefined ? undefined : s.book.sizeOf(t.digest);
+    if (t.kind === 'blobs' && size !== undefined && span.total !== size) {
+      // The manifest that named the blob says how big it is: a peer claiming otherwise lies.
+      res.body.destroy();
+      s.book.quarantine(t.digest as string, peer.id);
+      throw new PeerError(`peer ${peer.id} claims ${span.total} bytes, the manifest says ${size}`);
     }
     if (t.kind === 'manifests' && t.method === 'GET') {
       if (status !== 200 || span.total > s.maxManifestBytes) {

@@ -15,6 +15,7 @@ import { Agent } from 'undici';
 import { type RegistryObserver, type RequestTrace, requestRecorder, traceOf } from './events.ts';
 import { createLocalServer } from './local.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
+import { PeerBook } from './peer-book.ts';
 import type { RefPolicy } from './policy.ts';
 import { FOLLOWER_HEADER, type PullThrough, requestContext } from './pull-through.ts';
 import { createTagResolver, type TagResolverOptions } from './tag-resolver.ts';
@@ -44,8 +45,11 @@ export interface RegistryPluginOptions {
   peerMetadataTimeoutMs?: number;
   /** Start the next peer when the current one has not answered within this delay. 'adaptive' (default): p90 of observed latency; Infinity: no hedging. */
   hedgeDelayMs?: number | 'adaptive';
-  /** Hash full blob bodies fetched from peers and break the response (last chunk held back) on mismatch. Default true. */
-  verifyBlobs?: boolean;
+  /**
+   * Try the providers found in random order (default true), so that no peer id decides who is asked;
+   * peers that failed lately always go last. false keeps the router's order (deterministic tests).
+   */
+  randomPeerOrder?: boolean;
   /** Largest manifest accepted from a peer or fingerprinted locally. Default 4 MiB. */
   maxManifestBytes?: number;
   /** Receives one event per request. */
@@ -110,11 +114,14 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     hedgeDelayMs: opts.hedgeDelayMs ?? 'adaptive',
     latency: createLatencyTracker(),
     maxManifestBytes,
-    verifyBlobs: opts.verifyBlobs ?? true,
+    book: new PeerBook(),
+    randomOrder: opts.randomPeerOrder ?? true,
     userAgent: 'ferry',
   };
   if (ownDispatcher !== undefined) app.addHook('onClose', async () => ownDispatcher.destroy());
-  const local = createLocalServer(source, maxManifestBytes);
+  const local = createLocalServer(source, maxManifestBytes, (bytes, mediaType) =>
+    settings.book.learnManifest(bytes, mediaType),
+  );
   const tags =
     opts.tags === undefined
       ? undefined
@@ -255,8 +262,12 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       key: routeKey,
       ...(range === undefined ? {} : { range }),
     };
-    const result = await mirror(s, target, t.signal, (n) => {
+    const result = await mirror(s, target, t.signal, (n, peerId) => {
       t.bytes += n;
+      t.peers ??= [];
+      const credit = t.peers.find((p) => p.id === peerId);
+      if (credit !== undefined) credit.bytes += n;
+      else t.peers.push({ id: peerId, bytes: n });
     });
     t.attempts = result.attempts;
     if (result.resolveMs !== undefined) t.resolveMs = result.resolveMs;
@@ -286,7 +297,9 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     reply.code(result.status).headers(result.headers);
     if (t.method === 'HEAD') return reply.send();
     if (result.buffer !== undefined) {
+      settings.book.learnManifest(result.buffer, result.headers['content-type']);
       t.bytes = result.buffer.length;
+      t.peers = [{ id: result.peer.id, bytes: result.buffer.length }];
       return reply.send(result.buffer);
     }
     const body = Readable.from(result.stream as AsyncGenerator<Buffer>, {

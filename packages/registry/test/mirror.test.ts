@@ -36,6 +36,7 @@ async function node(
     router,
     observer: ev.observer,
     hedgeDelayMs: Number.POSITIVE_INFINITY,
+    randomPeerOrder: false,
     ...extra,
   });
   t.after(() => app.close());
