@@ -14,6 +14,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -92,6 +93,9 @@ function inNamespace(): void {
     return { code, logs: run.logs() };
   }
 
+  /** The cluster's network key (64 hex characters), when the chart runs the agents with one. */
+  const networkKey = randomBytes(32).toString('hex');
+
   before(async () => {
     upstream = await startRegistry({ host: '127.0.0.2', port: 5500, dir: join(work, 'upstream') });
     app = await buildImage({ layers: [2 << 20, 300_000] });
@@ -140,14 +144,27 @@ function inNamespace(): void {
       };
       const pod = podSpec(find(objs, 'DaemonSet', 'ferry')) as unknown as KubePodSpec;
       const cleanupPod = podSpec(find(objs, 'DaemonSet', 'ferry-cleanup')) as unknown as KubePodSpec;
-      // A Secret volume: the Secret's files, as the kubelet writes them (the Secret from the render).
+      // A Secret volume: the Secret's files, as the kubelet writes them: the Secret from the render, or
+      // the cluster's network key Secret the user creates (the file the agent's FERRY_NETWORK_KEY_FILE
+      // names inside that mount, one key shared by both nodes).
+      const agentC = pod.containers.find((c) => c.name === 'agent')!;
+      const keyFile = agentC.env?.find((e) => e.name === 'FERRY_NETWORK_KEY_FILE')?.value;
       const secretDir = (name: string): string => {
+        const d = join(dir, 'secrets', name);
+        mkdirSync(d, { recursive: true });
         const secret = objs.find(
           (o) => o.obj.kind === 'Secret' && (o.obj.metadata as Obj).name === name,
         )?.obj;
-        if (!secret) throw new Error(`Secret ${name} is not in the render: the test must provide it`);
-        const d = join(dir, 'secrets', name);
-        mkdirSync(d, { recursive: true });
+        if (!secret) {
+          const volume = pod.volumes?.find((v) => v.secret?.secretName === name)?.name;
+          const mount = agentC.volumeMounts?.find((m) => m.name === volume);
+          if (!keyFile || !mount || !keyFile.startsWith(`${mount.mountPath}/`))
+            throw new Error(`Secret ${name} is not in the render: the test must provide it`);
+          writeFileSync(join(d, keyFile.slice(mount.mountPath.length + 1)), `${networkKey}\n`, {
+            mode: 0o400,
+          });
+          return d;
+        }
         for (const [k, b64] of Object.entries((secret.data ?? {}) as Record<string, string>))
           writeFileSync(join(d, k), Buffer.from(b64, 'base64'), { mode: 0o400 });
         for (const [k, text] of Object.entries((secret.stringData ?? {}) as Record<string, string>))
