@@ -412,6 +412,8 @@ export class PullThrough {
       for await (const chunk of res.body as AsyncIterable<Buffer>) await t.entry.write(chunk);
       if (t.entry.state !== 'complete') throw new Error(`peer body ended at ${t.entry.written} bytes`);
     } finally {
+      // An unread body errors when destroyed (RequestAbortedError): that error is expected here.
+      res.body.on('error', () => {});
       res.body.destroy();
     }
   }

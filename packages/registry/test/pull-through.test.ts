@@ -252,6 +252,22 @@ describe('pull-through with first-pull sharing', () => {
     assert.ok(stats.bytes < 2 * blob.length, `upstream sent ${stats.bytes}`);
   });
 
+  it('a stale copy record (the peer answers 404) is skipped: the node fetches itself, nothing crashes', async (t) => {
+    const blob = randomBytes(200_000);
+    const { upstream, stats } = fakeUpstream(blob);
+    const dir = directory();
+    const a = await startNode(t, 'A', dir, upstream);
+    const b = await startNode(t, 'B', dir, upstream);
+    // B announced a copy once, and holds nothing now.
+    await dir
+      .forNode(() => ({ id: 'B', host: new URL(b.url).hostname, port: Number(new URL(b.url).port) }))
+      .advertise([`ferry-copy/${sha256(blob)}`]);
+    const r = await pull(a.url, sha256(blob));
+    assert.ok(r.complete && r.body.equals(blob));
+    assert.equal(stats.gets, 1);
+    await sleep(50); // an unhandled error event would surface here
+  });
+
   it('the upstream connection breaks: the fetcher resumes with Range', async (t) => {
     const blob = randomBytes(1024 * 1024);
     const { upstream, stats } = fakeUpstream(blob, { cutFirstAfter: 400_000 });

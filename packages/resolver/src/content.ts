@@ -43,6 +43,12 @@ function parseContentRange(v: string | undefined): { start: number; total: numbe
   return { start, total };
 }
 
+/** Closes a response's body, read or not (destroying an unread undici body emits an error: expected). */
+function release(res: Dispatcher.ResponseData): void {
+  res.body.on('error', () => {});
+  res.body.destroy();
+}
+
 /** Drops the first `skip` bytes of a body (a registry that ignored our Range answered 200). */
 async function* skipping(body: AsyncIterable<Buffer>, skip: number): AsyncGenerator<Buffer> {
   let left = skip;
@@ -115,7 +121,7 @@ export async function fetchContent(
   if (res.statusCode === 206) {
     const cr = parseContentRange(header(res.headers, 'content-range'));
     if (cr === undefined || cr.start > offset) {
-      res.body.destroy();
+      release(res);
       return { kind: 'unavailable', reason: 'partial content with a missing or wrong Content-Range' };
     }
     size = cr.total;
@@ -124,18 +130,17 @@ export async function fetchContent(
     size = Number(header(res.headers, 'content-length'));
     skip = offset;
     if (!Number.isSafeInteger(size) || size < 0) {
-      res.body.destroy();
+      release(res);
       return { kind: 'unavailable', reason: 'content without a Content-Length' };
     }
   }
   const raw = res.body as unknown as AsyncIterable<Buffer>;
-  const body = res.body;
   return {
     kind: 'content',
     size,
     offset,
     ...(mediaType ? { mediaType } : {}),
     body: skip > 0 ? skipping(raw, skip) : raw,
-    cancel: () => body.destroy(),
+    cancel: () => release(res),
   };
 }
