@@ -1,4 +1,7 @@
 /**
+ * Issue 10, scenario 6 (last test): with first-pull sharing on and no credentials in the agent, a private
+ * image nobody holds is a 404 at the agent and containerd pulls it with its own credentials.
+ *
  * Issue 3, scenario 4: a private repository behind token auth (docker-registry `auth: token` with the
  * rig's ES256 issuer), two nodes in mode verify.
  *  - Without credentials for the registry, verify defers: a tag request is a 404, and the pull succeeds
@@ -40,6 +43,7 @@ const dir = mkdtempSync(join(tmpdir(), 'ferry-tag-auth-'));
 const disposers: (() => Promise<unknown>)[] = [];
 let upstream: AuthRegistryHandle;
 let app: BuiltImage;
+let fresh: BuiltImage;
 let credsFile: string;
 const nodes: { name: string; host: string; containerd: ContainerdHandle; agent?: AgentHandle }[] = [];
 
@@ -69,8 +73,10 @@ before(async () => {
   });
   disposers.push(() => upstream.dispose());
   app = await buildImage({ layers: [400_000] });
+  fresh = await buildImage({ layers: [300_000] });
   // The rig pushes anonymously: push with auth off, then turn token auth on.
   await pushImage(upstream.url, 'private/app', 'v1', app);
+  await pushImage(upstream.url, 'private/fresh', 'v1', fresh);
   await upstream.stop();
   await upstream.start({ auth: true });
   credsFile = join(dir, 'config.json');
@@ -170,4 +176,27 @@ test('4b. with credentials configured, verify resolves through the token flow an
   // And the pull works without containerd having any credentials: tag verified, bytes from the peer.
   await pullWithUser(nodes[1]!.containerd);
   assert.equal((await nodes[1]!.containerd.client.getImage(ref()))?.target.digest, app.digest);
+});
+
+test('6. first-pull sharing without agent credentials: a private blob is a 404, containerd pulls with its own', async () => {
+  const a = nodes[0]!;
+  await startNodeAgent(0, ['--first-pull']);
+  await a.agent!.waitReady();
+  const freshRef = `${upstream.host}/private/fresh:v1`;
+  const args = [
+    'images',
+    'pull',
+    '--hosts-dir',
+    a.containerd.hostsDir,
+    '--snapshotter',
+    a.containerd.snapshotter,
+  ];
+  await a.containerd.ctr([...args, '--plain-http', '--user', `${USER}:${PASSWORD}`, freshRef], {
+    timeoutMs: 60_000,
+  });
+  assert.equal((await a.containerd.client.getImage(freshRef))?.target.digest, fresh.digest);
+  // The agent tried (pull-through), the upstream refused it, containerd fetched with its credentials.
+  assert.equal(await a.agent!.metric('ferry_upstream_fetched_bytes_total'), 0);
+  assert.equal(await a.agent!.metric('ferry_mirror_requests_total', { outcome: 'pull-through' }), 0);
+  assert.ok((await a.agent!.metric('ferry_mirror_requests_total', { kind: 'blobs', outcome: 'miss' })) >= 1);
 });

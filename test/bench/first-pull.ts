@@ -1,0 +1,108 @@
+/**
+ * `node test/bench/first-pull.ts [--sizes 256,1024] [--rate 40] [--out FILE]`
+ *
+ * First-pull sharing figure: a 4-node rig (real docker-registry behind the shaping proxy, real containerd
+ * daemons, real agents). All blob bytes of the upstream share one link at `--rate` MB/s, so the link is the
+ * bottleneck. For each image size (MiB, 4 layers) and with sharing off (`--first-pull=false`, the
+ * baseline) and on, a fresh image is pulled by one node alone, then another fresh image by all four at
+ * once. Reported: upstream blob bytes / image bytes, and slowest of the four pulls / the single pull.
+ * Writes a Markdown table (default test/bench/results/first-pull.md) and prints it. Asserts nothing.
+ */
+import { writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { type BuiltImage, buildImage, type Cluster, pushImage, startCluster } from '../rig/index.ts';
+
+const MiB = 1024 * 1024;
+const here = dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '256,1024' },
+    rate: { type: 'string', default: '40' },
+    out: { type: 'string', default: join(here, 'results', 'first-pull.md') },
+  },
+});
+const sizes = (args.sizes ?? '').split(',').map((s) => Number(s.trim()));
+const rate = Number(args.rate) * 1e6;
+const started = performance.now();
+const log = (m: string) =>
+  console.log(`[first-pull ${((performance.now() - started) / 1000).toFixed(0)}s] ${m}`);
+const blobBytes = (img: BuiltImage) => img.config.size + img.layers.reduce((n, l) => n + l.size, 0);
+
+let seq = 0;
+async function fresh(cluster: Cluster, sizeMiB: number): Promise<{ img: BuiltImage; ref: string }> {
+  const layer = Math.floor((sizeMiB * MiB) / 4);
+  const img = await buildImage({ layers: [layer, layer, layer, layer], mediaTypes: 'oci' });
+  const repo = `bench/fp${++seq}`;
+  await pushImage(cluster.upstream.url, repo, 'v1', img);
+  return { img, ref: cluster.ref(`${repo}:v1`) };
+}
+
+async function setSharing(cluster: Cluster, on: boolean): Promise<void> {
+  for (const n of cluster.nodes) await n.agent?.stop();
+  await Promise.all(cluster.nodes.map((n) => n.startAgent(on ? ['--first-pull'] : [])));
+  await Promise.all(cluster.nodes.map((n) => n.agent?.waitReady(120_000)));
+}
+
+async function timed(p: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  await p();
+  return (performance.now() - t0) / 1000;
+}
+
+interface Result {
+  size: number;
+  mode: 'off' | 'on';
+  single: number;
+  slowest: number;
+  upstreamRatio: number;
+}
+
+const cluster = await startCluster({ nodes: 4, proxy: { rateBytesPerSec: rate } });
+const results: Result[] = [];
+try {
+  for (const size of sizes) {
+    for (const mode of ['off', 'on'] as const) {
+      await setSharing(cluster, mode === 'on');
+      const one = await fresh(cluster, size);
+      const single = await timed(() => cluster.nodes[0]!.pull(one.ref, { timeoutMs: 1_800_000 }));
+      const four = await fresh(cluster, size);
+      cluster.proxy?.reset();
+      const times = await Promise.all(
+        cluster.nodes.map((n) => timed(() => n.pull(four.ref, { timeoutMs: 1_800_000 }))),
+      );
+      const r: Result = {
+        size,
+        mode,
+        single,
+        slowest: Math.max(...times),
+        upstreamRatio: (cluster.proxy?.blobBytes() ?? 0) / blobBytes(four.img),
+      };
+      results.push(r);
+      log(
+        `${size} MiB sharing ${mode}: single ${single.toFixed(1)} s, 4 at once slowest ${r.slowest.toFixed(1)} s, upstream ${r.upstreamRatio.toFixed(2)}×`,
+      );
+    }
+  }
+} finally {
+  await cluster.dispose();
+}
+
+const lines = [
+  '# First-pull sharing: 4 nodes pull a new image at once',
+  '',
+  `Link: all upstream blob bytes share one ${args.rate} MB/s link (shaping proxy). Image: 4 layers. ` +
+    `Baseline: sharing off (\`--first-pull=false\`), same run. Load average at the end: ${loadavg()[0]?.toFixed(1)} on a 2-core VM shared with other test runs.`,
+  '',
+  '| image | sharing | upstream bytes / image bytes | slowest of 4 / single-node pull | single pull (s) | slowest of 4 (s) |',
+  '| --- | --- | --- | --- | --- | --- |',
+  ...results.map(
+    (r) =>
+      `| ${r.size} MiB | ${r.mode} | ${r.upstreamRatio.toFixed(2)}× | ${(r.slowest / r.single).toFixed(2)}× | ${r.single.toFixed(1)} | ${r.slowest.toFixed(1)} |`,
+  ),
+  '',
+];
+writeFileSync(args.out as string, lines.join('\n'));
+console.log(lines.join('\n'));
