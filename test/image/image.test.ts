@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { find, type Obj, podSpec, render, repoRoot } from '../deploy/k8s.ts';
+import { chart, find, type Obj, podSpec, render, repoRoot } from '../deploy/k8s.ts';
 import {
   type BuiltImage,
   buildImage,
@@ -55,7 +55,7 @@ const archive = process.env.FERRY_IMAGE_ARCHIVE ?? join(repoRoot, '.image', 'fer
 interface Node {
   name: string;
   ip: string;
-  ports: { registry: number; router: number; metrics: number };
+  ports: { registry: number; router: number; metrics: number; status: number };
   dir: string;
   containerd: ContainerdHandle;
   image: ImportedImage;
@@ -104,13 +104,13 @@ function inNamespace(): void {
       {
         name: 'node1',
         ip: '127.0.0.11',
-        ports: { registry: 5000, router: 5001, metrics: 9090 },
+        ports: { registry: 5000, router: 5001, metrics: 9090, status: 9091 },
         peer: '127.0.0.12:5011',
       },
       {
         name: 'node2',
         ip: '127.0.0.12',
-        ports: { registry: 5010, router: 5011, metrics: 9100 },
+        ports: { registry: 5010, router: 5011, metrics: 9100, status: 9101 },
         peer: '127.0.0.11:5001',
       },
     ];
@@ -127,6 +127,8 @@ function inNamespace(): void {
             registry: { port: l.ports.registry },
             router: { port: l.ports.router },
             metrics: { port: l.ports.metrics },
+            // Every port the chart has a value for differs between the nodes (one network namespace).
+            ...('status' in (chart.values.service as Obj) ? { status: { port: l.ports.status } } : {}),
           },
           ferry: {
             mirroredRegistries: [`http://${UPSTREAM}`],
