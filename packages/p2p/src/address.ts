@@ -165,3 +165,8 @@ export function parseRegistryPort(agentVersion: string | undefined): number | un
   const port = Number(match[1]);
   return port >= 1 && port <= 65535 ? port : undefined;
 }
+
+/** `addr` ending in `/p2p/<id>` (added when absent), so that the dial checks the peer's identity. */
+export function withPeerId(addr: Multiaddr, id: string): Multiaddr {
+  return peerIdOf(addr) === undefined ? addr.encapsulate(`/p2p/${id}`) : addr;
+}

@@ -4,6 +4,7 @@
 import type { PeerId } from '@libp2p/interface';
 import type { KadDHT } from '@libp2p/kad-dht';
 import type { CID } from 'multiformats/cid';
+import type { ProviderStore } from './provider-store.ts';
 
 /** The parts of kad-dht 16's service object Ferry uses. */
 export interface KadInternals {
@@ -14,6 +15,7 @@ export interface KadInternals {
   providers: {
     addProvider(cid: CID, provider: PeerId): Promise<void>;
     getProviders(cid: CID, options?: { signal?: AbortSignal }): Promise<PeerId[]>;
+    removeProvider(cid: CID, provider: PeerId): Promise<void>;
   };
 }
 
@@ -26,7 +28,8 @@ export function kadInternals(dht: KadDHT): KadInternals {
     typeof candidate.routingTable?.closestPeers !== 'function' ||
     typeof candidate.routingTable?.size !== 'number' ||
     typeof candidate.providers?.addProvider !== 'function' ||
-    typeof candidate.providers?.getProviders !== 'function'
+    typeof candidate.providers?.getProviders !== 'function' ||
+    typeof candidate.providers?.removeProvider !== 'function'
   ) {
     throw new Error(
       '@libp2p/kad-dht: routingTable.closestPeers / providers.addProvider not found (version changed?)',
@@ -39,4 +42,21 @@ export function kadInternals(dht: KadDHT): KadInternals {
 export function routingTablePeers(kad: KadInternals): PeerId[] {
   const table = kad.routingTable;
   return table.size > 0 ? table.closestPeers(ZERO_KAD_ID, { count: table.size }) : [];
+}
+
+/**
+ * Make kad-dht keep its provider records in Ferry's `store`: its ADD_PROVIDER and GET_PROVIDERS
+ * handlers, its provide/cancelReprovide and Ferry's own calls all go through `dht.providers`, whose
+ * three methods are replaced on the instance. kad-dht's reprovider then finds no records in the
+ * datastore: Ferry refreshes its own records (provide.ts) and the store expires the others.
+ */
+export function installProviderStore(kad: KadInternals, store: ProviderStore): void {
+  const providers = kad.providers;
+  providers.addProvider = async (cid, provider) => {
+    store.add(cid.multihash.bytes, provider);
+  };
+  providers.getProviders = async (cid) => store.get(cid.multihash.bytes);
+  providers.removeProvider = async (cid, provider) => {
+    store.remove(cid.multihash.bytes, provider);
+  };
 }

@@ -1,12 +1,12 @@
 // Lookup: the peers that provide a key, as registry endpoints. Reads the local provider store first,
-// then (in a cluster larger than the local view covers) runs kad-dht's iterative GET_PROVIDERS query.
-import type { Connection, PeerId, PeerInfo } from '@libp2p/interface';
+// then (when the local view is not known complete) runs kad-dht's iterative GET_PROVIDERS query.
+import type { Connection, PeerInfo } from '@libp2p/interface';
 import type { KadDHT } from '@libp2p/kad-dht';
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Libp2p } from 'libp2p';
-import { ipAndPort, parseRegistryPort, peerIdOf } from './address.ts';
+import { ipAndPort, parseRegistryPort, withPeerId } from './address.ts';
 import type { KadInternals } from './kad-internals.ts';
 import { keyToCid } from './keys.ts';
+import type { Membership } from './membership.ts';
 import { DEFAULTS, errorText } from './options.ts';
 import type { PeerBook } from './peer-book.ts';
 import { SHA2_256 } from './provide.ts';
@@ -18,6 +18,7 @@ export interface LookupInit {
   peers: PeerBook;
   log: P2PLogger;
   registryPort: number;
+  membership: Membership;
   /** Aborted when the node stops. */
   stopSignal: AbortSignal;
 }
@@ -33,38 +34,25 @@ export class Lookup {
 
   async *lookup(key: string, opts: { signal: AbortSignal }): AsyncGenerator<Peer, void, undefined> {
     const cid = keyToCid(key);
-    const { libp2p, stopSignal } = this.init;
+    const { libp2p, stopSignal, membership } = this.init;
     // peers reject any other multihash in DHT messages (they parse the key as a CIDv0/v1)
     if (cid.multihash.code !== SHA2_256 || opts.signal.aborted || stopSignal.aborted) {
       return;
     }
-    const self = libp2p.peerId.toString();
     const signal = AbortSignal.any([opts.signal, stopSignal]);
-    const seen = new Set<string>();
-    // Our own provider store first: the batched provide pushes every record to the k peers closest to
-    // its key, so while we know fewer than k DHT peers (a cluster of up to k+1 nodes) every node's
-    // records land here. A hit then costs no network round trip, and a key nobody pushed to us is a
-    // miss at once, so containerd falls back to the upstream without waiting for a deadline; and a hit
-    // lists every provider there is, so no network query runs (it would cost every node CPU on each
-    // request for nothing). In a larger cluster the network query follows for more providers (the
-    // caller stops it once one wins).
-    const known = this.init.peers.candidates().length;
-    const complete = known > 0 && known < libp2p.services.dht.k;
+    const seen = new Set<string>([libp2p.peerId.toString()]);
+    // Our own provider store first. While the cluster fits the mesh (membership.ts), every member
+    // sends every record to every member, so once the mesh is settled the store is complete: a hit
+    // lists every provider and a miss ends at once, with no network query (one per request would
+    // cost every node CPU for nothing). Otherwise kad-dht's iterative query follows the local hits.
+    const complete = membership.settled();
     try {
-      for (const id of await this.init.kad.providers.getProviders(cid, { signal })) {
-        const key = id.toString();
-        if (key === self || seen.has(key)) {
-          continue;
-        }
-        seen.add(key);
-        const peer = await this.toPeer({ id, multiaddrs: [] }, signal);
-        if (signal.aborted) {
-          return;
-        }
-        if (peer !== undefined) {
-          yield peer;
-        }
-      }
+      const local = await this.init.kad.providers.getProviders(cid, { signal });
+      yield* this.yieldPeers(
+        local.map((id) => ({ id, multiaddrs: [] })),
+        seen,
+        signal,
+      );
     } catch (err) {
       if (!signal.aborted) {
         this.log.warn({ key, err: errorText(err) }, 'local provider lookup failed');
@@ -75,27 +63,45 @@ export class Lookup {
     }
     try {
       for await (const event of libp2p.services.dht.findProviders(cid, { signal })) {
-        if (event.name !== 'PROVIDER') {
-          continue;
-        }
-        for (const provider of event.providers) {
-          const id = provider.id.toString();
-          if (id === self || seen.has(id)) {
-            continue;
-          }
-          seen.add(id);
-          const peer = await this.toPeer(provider, signal);
-          if (signal.aborted) {
-            return;
-          }
-          if (peer !== undefined) {
-            yield peer;
-          }
+        if (event.name === 'PROVIDER') {
+          yield* this.yieldPeers(event.providers, seen, signal);
         }
       }
     } catch (err) {
       if (!signal.aborted) {
         this.log.warn({ key, err: errorText(err) }, 'provider lookup failed');
+      }
+    }
+  }
+
+  /**
+   * Yield the providers not seen yet, in an order no peer id can steer: connected ones first,
+   * shuffled, then the others, shuffled (each dialled before it is yielded). Peers known dead are
+   * never yielded.
+   */
+  private async *yieldPeers(
+    providers: PeerInfo[],
+    seen: Set<string>,
+    signal: AbortSignal,
+  ): AsyncGenerator<Peer, void, undefined> {
+    const { libp2p, membership } = this.init;
+    const connected: PeerInfo[] = [];
+    const other: PeerInfo[] = [];
+    for (const provider of providers) {
+      const id = provider.id.toString();
+      if (seen.has(id) || membership.isDead(id)) {
+        continue;
+      }
+      seen.add(id);
+      (libp2p.getConnections(provider.id).length > 0 ? connected : other).push(provider);
+    }
+    for (const provider of [...shuffle(connected), ...shuffle(other)]) {
+      const peer = await this.toPeer(provider, signal);
+      if (signal.aborted) {
+        return;
+      }
+      if (peer !== undefined) {
+        yield peer;
       }
     }
   }
@@ -126,10 +132,13 @@ export class Lookup {
     }
     try {
       const bounded = AbortSignal.any([signal, AbortSignal.timeout(DEFAULTS.identifyTimeoutMs)]);
-      const addrs = provider.multiaddrs.map((a) => withPeerId(a, provider.id));
+      const addrs = provider.multiaddrs.map((a) => withPeerId(a, provider.id.toString()));
       return await libp2p.dial(addrs.length > 0 ? addrs : provider.id, { signal: bounded });
     } catch (err) {
-      this.log.debug({ peer: provider.id.toString(), err: errorText(err) }, 'provider not reachable');
+      if (!signal.aborted) {
+        this.log.debug({ peer: provider.id.toString(), err: errorText(err) }, 'provider not reachable');
+        this.init.membership.onDialFailed(provider.id.toString());
+      }
       return undefined;
     }
   }
@@ -166,6 +175,11 @@ export class Lookup {
   }
 }
 
-function withPeerId(addr: Multiaddr, id: PeerId): Multiaddr {
-  return peerIdOf(addr) === undefined ? addr.encapsulate(multiaddr(`/p2p/${id.toString()}`)) : addr;
+/** Fisher–Yates, in place. */
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j] as T, items[i] as T];
+  }
+  return items;
 }

@@ -1,6 +1,7 @@
 // The Ferry P2P node: a libp2p host (TCP, noise, yamux, identify, ping) running kad-dht under
-// Ferry's own protocol id, composed of the provide (provide.ts), bootstrap (bootstrap.ts) and
-// lookup (lookup.ts) modules. Everything read from kad-dht's internals is in kad-internals.ts.
+// Ferry's own protocol id, composed of the provide (provide.ts), bootstrap (bootstrap.ts), lookup
+// (lookup.ts) and membership (membership.ts) modules, with Ferry's provider store (provider-store.ts)
+// in place of kad-dht's. Everything read from kad-dht's internals is in kad-internals.ts.
 import { isIP } from 'node:net';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
@@ -22,13 +23,15 @@ import {
 import { Bootstrapper } from './bootstrap.ts';
 import { SortedMemoryDatastore } from './datastore.ts';
 import { loadOrCreateKey } from './identity.ts';
-import { type KadInternals, kadInternals } from './kad-internals.ts';
+import { installProviderStore, type KadInternals, kadInternals } from './kad-internals.ts';
 import { Lookup } from './lookup.ts';
+import { Membership } from './membership.ts';
 import { NETWORK_KEY_LENGTH } from './network-key.ts';
 import { DEFAULTS, defaultResolver, parseList, positiveInt, validPort } from './options.ts';
 import { PeerBook } from './peer-book.ts';
 import { privateNetwork } from './private-network.ts';
 import { Provider } from './provide.ts';
+import { ProviderStore } from './provider-store.ts';
 import type { P2PLogger, P2PNode, P2PNodeOptions, Peer } from './types.ts';
 
 /** DHT protocol id: isolates Ferry clusters from IPFS and other DHTs. */
@@ -122,30 +125,49 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     },
   });
 
-  const node = new FerryNode(libp2p, log, privateKey, (kad, peers, stopSignal) => ({
-    provider: new Provider({
+  const meshLimit = positiveInt('meshLimit', opts.meshLimit, DEFAULTS.meshLimit);
+  const node = new FerryNode(libp2p, log, privateKey, validity, (kad, peers, stopSignal) => {
+    const store = new ProviderStore({ validityMs: validity });
+    installProviderStore(kad, store);
+    const membership = new Membership({
       libp2p,
-      dht: libp2p.services.dht,
-      kad,
       peers,
+      store,
       log,
-      protocol: FERRY_KAD_PROTOCOL,
-      provideConcurrency,
-      provideTimeoutMs,
-      recordValidityMs: validity,
-    }),
-    bootstrapper: new Bootstrapper({
-      libp2p,
-      log,
-      staticTargets,
-      dnsTargets,
-      resolver,
-      listenHost: opts.listen.host,
+      meshLimit,
+      settleMs: DEFAULTS.settleMs,
       dialTimeoutMs,
-      bootstrapRetryMs,
-    }),
-    finder: new Lookup({ libp2p, kad, peers, log, registryPort, stopSignal }),
-  }));
+      stopSignal,
+    });
+    return {
+      store,
+      membership,
+      provider: new Provider({
+        libp2p,
+        dht: libp2p.services.dht,
+        kad,
+        peers,
+        log,
+        protocol: FERRY_KAD_PROTOCOL,
+        provideConcurrency,
+        provideTimeoutMs,
+        recordValidityMs: validity,
+        meshLimit,
+        isDead: (id) => membership.isDead(id),
+      }),
+      bootstrapper: new Bootstrapper({
+        libp2p,
+        log,
+        staticTargets,
+        dnsTargets,
+        resolver,
+        listenHost: opts.listen.host,
+        dialTimeoutMs,
+        bootstrapRetryMs,
+      }),
+      finder: new Lookup({ libp2p, kad, peers, log, registryPort, membership, stopSignal }),
+    };
+  });
   await node.start();
   return node;
 }
@@ -172,6 +194,8 @@ function announceAs(addrs: Multiaddr[], host: string): Multiaddr[] {
 }
 
 interface Parts {
+  store: ProviderStore;
+  membership: Membership;
   provider: Provider;
   bootstrapper: Bootstrapper;
   finder: Lookup;
@@ -187,6 +211,10 @@ class FerryNode implements P2PNode {
   private readonly provider: Provider;
   private readonly bootstrapper: Bootstrapper;
   private readonly finder: Lookup;
+  private readonly store: ProviderStore;
+  private readonly membership: Membership;
+  private readonly sweepMs: number;
+  private nextSweepAt = 0;
   private readonly stopController = new AbortController();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopping: Promise<void> | undefined;
@@ -195,6 +223,7 @@ class FerryNode implements P2PNode {
     libp2p: Libp2p<Services>,
     log: P2PLogger,
     privateKey: PrivateKey,
+    validityMs: number,
     parts: (kad: KadInternals, peers: PeerBook, stopSignal: AbortSignal) => Parts,
   ) {
     this.libp2p = libp2p;
@@ -207,6 +236,9 @@ class FerryNode implements P2PNode {
     this.provider = built.provider;
     this.bootstrapper = built.bootstrapper;
     this.finder = built.finder;
+    this.store = built.store;
+    this.membership = built.membership;
+    this.sweepMs = Math.max(1_000, Math.min(Math.floor(validityMs / 10), 30_000));
   }
 
   get addresses(): string[] {
@@ -216,14 +248,20 @@ class FerryNode implements P2PNode {
   async start(): Promise<void> {
     this.libp2p.addEventListener('peer:identify', (evt) => {
       if (this.peerBook.onIdentify(evt.detail)) {
+        this.membership.onMemberIdentified(evt.detail.peerId, evt.detail.connection);
         this.provider.onPeerIdentified(evt.detail.peerId.toString());
       }
     });
     this.libp2p.addEventListener('peer:disconnect', (evt) => {
       const id = evt.detail.toString();
+      const wasMember = this.peerBook.get(id)?.dht === true;
       this.peerBook.onDisconnect(id);
       this.provider.onPeerDisconnected(id);
+      if (wasMember) {
+        this.membership.onDisconnected(evt.detail);
+      }
     });
+    await this.membership.start();
     await this.libp2p.start();
     this.log.info({ peerId: this.peerId, addresses: this.addresses }, 'p2p node started');
     this.bootstrapper.start();
@@ -262,6 +300,11 @@ class FerryNode implements P2PNode {
       const now = Date.now();
       const ready = this.ready();
       this.provider.tick(now, ready);
+      if (now >= this.nextSweepAt) {
+        this.nextSweepAt = now + this.sweepMs;
+        this.store.sweep(this.peerId);
+      }
+      this.membership.tick(now, DEFAULTS.gossipMs);
       this.bootstrapper.tick(now, ready);
       this.schedule();
     }, DEFAULTS.tickMs);

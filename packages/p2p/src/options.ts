@@ -12,6 +12,12 @@ export const DEFAULTS = {
   pendingRetryMs: 10_000,
   /** Housekeeping tick (bootstrap when empty, retry pending provides, refresh). */
   tickMs: 500,
+  /** Members up to which every node connects to every other and holds every record (membership.ts). */
+  meshLimit: 128,
+  /** A member that joined less than this ago may still be sending its records. */
+  settleMs: 2_000,
+  /** A node below the mesh limit asks a random member for its members this often. */
+  gossipMs: 5_000,
   /** Bound for learning a provider's registry port through identify during a lookup. */
   identifyTimeoutMs: 2_000,
 };

@@ -46,11 +46,29 @@ export class PeerBook {
     return this.identified.get(id);
   }
 
-  /** DHT peers we know: the routing table plus connected peers identified as speaking our DHT. */
-  candidates(): Candidate[] {
+  /** Connected peers identified as speaking our DHT, with their listen addresses. */
+  dhtConnected(): { id: PeerId; addrs: Multiaddr[] }[] {
+    const out = new Map<string, { id: PeerId; addrs: Multiaddr[] }>();
+    for (const conn of this.libp2p.getConnections()) {
+      const key = conn.remotePeer.toString();
+      const info = this.identified.get(key);
+      if (info?.dht === true && !out.has(key)) {
+        out.set(key, { id: conn.remotePeer, addrs: info.listenAddrs });
+      }
+    }
+    return [...out.values()];
+  }
+
+  /**
+   * DHT peers we know: the routing table plus connected peers identified as speaking our DHT,
+   * less the ones `isDead` names.
+   */
+  candidates(isDead: (id: string) => boolean = () => false): Candidate[] {
     const ids = new Map<string, PeerId>();
     for (const id of routingTablePeers(this.kad)) {
-      ids.set(id.toString(), id);
+      if (!isDead(id.toString())) {
+        ids.set(id.toString(), id);
+      }
     }
     for (const conn of this.libp2p.getConnections()) {
       const id = conn.remotePeer.toString();

@@ -1,7 +1,9 @@
 // Ferry's provide: batched ADD_PROVIDER per peer instead of kad-dht's per-key provide, refresh at
 // half the record validity, retry of keys that reached no peer, and push of every advertised key to
-// a DHT peer as soon as it connects. kad-dht still stores the records (its RPC handler on every
-// peer) and answers GET_PROVIDERS; Ferry only decides what to send to whom, and when.
+// a DHT peer as soon as it connects. Up to `meshLimit` members every record goes to every member
+// (kad-dht would send it to the k = 20 closest only); beyond, to the k closest, as kad-dht does.
+// kad-dht's RPC handler on every peer receives the records (into Ferry's provider store) and
+// answers GET_PROVIDERS; Ferry decides what to send to whom, and when.
 import { setMaxListeners } from 'node:events';
 import type { KadDHT } from '@libp2p/kad-dht';
 import type { Libp2p } from 'libp2p';
@@ -37,6 +39,10 @@ export interface ProviderInit {
   provideConcurrency: number;
   provideTimeoutMs: number;
   recordValidityMs: number;
+  /** Up to this many known members, every record goes to every member (not only the k closest). */
+  meshLimit: number;
+  /** Peers known dead get no records. */
+  isDead: (id: string) => boolean;
 }
 
 /** A key the caller wants advertised. */
@@ -283,16 +289,17 @@ export class Provider {
   }
 
   /**
-   * Group `keys` per target peer (the k closest to each key) and write them in chunks, one stream
+   * Group `keys` per target peer (every member up to `meshLimit` members, else the k closest to
+   * each key, as kad-dht would pick) and write them in chunks, one stream
    * per chunk, through the shared queue. Returns the keys that reached at least one peer.
    */
   private async sendRecords(keys: string[], onlyPeer: string | undefined): Promise<Set<string>> {
     const reached = new Set<string>();
-    const candidates = this.init.peers.candidates();
+    const candidates = this.init.peers.candidates(this.init.isDead);
     if (candidates.length === 0) {
       return reached;
     }
-    const k = this.init.dht.k;
+    const k = candidates.length <= this.init.meshLimit ? candidates.length : this.init.dht.k;
     const perPeer = new Map<string, { peer: (typeof candidates)[number]; keys: string[] }>();
     for (const key of keys) {
       const entry = this.wanted.get(key);

@@ -35,6 +35,12 @@ export interface P2PNodeOptions {
    * from peers within this time plus one sweep (validity/10, at most 60 s).
    */
   recordValidityMs?: number;
+  /**
+   * Cluster size up to which every node keeps a connection to every other member and sends every
+   * provider record to every member (default 128); beyond it records go to the k = 20 closest
+   * peers and lookups query the DHT, as plain Kademlia does.
+   */
+  meshLimit?: number;
   /** Upper bound for one stream of provider records (open, write, peer's acknowledgement), default 30 s. */
   provideTimeoutMs?: number;
   /** Upper bound for one bootstrap dial, default 5 s. */

@@ -1,0 +1,230 @@
+// Ferry's cluster membership on top of kad-dht: what kad-dht does not give a cluster of tens to a
+// few hundred nodes.
+// - Mesh: up to `meshLimit` members, every node keeps a connection to every other. A newly
+//   identified DHT peer is asked for the members it is connected to (`/ferry/members/1.0.0`, one
+//   kad `Message` with the members in `closer`), and the ones we lack are dialled. With the mesh and
+//   provide.ts sending records to every member (not only the k closest), every node's provider
+//   store holds every record: a lookup is local, a miss is immediate.
+// - Liveness: when a member's last connection closes (libp2p's connection monitor pings every
+//   connection, so a half-open one closes too), it is redialled once; if that fails it is dead: its
+//   provider records are dropped at once and lookups never yield it, until it connects again.
+// - Settled: the local view counts as complete while members ≤ meshLimit, no dial is pending and no
+//   member joined in the last `settleMs` (its records may still be arriving).
+// - Gossip: a node below the mesh limit asks one random member for its members every few seconds,
+//   so a mesh left partial by a lost request fills up.
+import type { Connection, PeerId, Stream } from '@libp2p/interface';
+import { peerIdFromMultihash } from '@libp2p/peer-id';
+import { lpStream } from '@libp2p/utils';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
+import type { Libp2p } from 'libp2p';
+import * as Digest from 'multiformats/hashes/digest';
+import { withPeerId } from './address.ts';
+import { errorText } from './options.ts';
+import type { PeerBook } from './peer-book.ts';
+import { Message, MessageType } from './proto/kad.js';
+import type { ProviderStore } from './provider-store.ts';
+import type { P2PLogger } from './types.ts';
+
+export const FERRY_MEMBERS_PROTOCOL = '/ferry/members/1.0.0';
+
+/** Bound for one members answer (256 members with a few addresses each fit well below it). */
+const MAX_ANSWER_BYTES = 128 * 1024;
+/** Addresses taken per member from an answer. */
+const MAX_ADDRS_PER_MEMBER = 4;
+
+export interface MembershipInit {
+  libp2p: Libp2p;
+  peers: PeerBook;
+  store: ProviderStore;
+  log: P2PLogger;
+  /** Members this node connects to all of (full mesh) and replicates every record to. */
+  meshLimit: number;
+  settleMs: number;
+  dialTimeoutMs: number;
+  stopSignal: AbortSignal;
+}
+
+export class Membership {
+  private readonly init: MembershipInit;
+  /** Peers whose death is known (failed redial or dial), with when. */
+  private readonly dead = new Map<string, number>();
+  /** Member dials in flight (mesh and redials). */
+  private readonly dialing = new Set<string>();
+  private lastJoin = 0;
+  private nextGossipAt = 0;
+
+  constructor(init: MembershipInit) {
+    this.init = init;
+  }
+
+  async start(): Promise<void> {
+    await this.init.libp2p.handle(FERRY_MEMBERS_PROTOCOL, (stream) => this.answer(stream), {
+      maxInboundStreams: 8,
+      maxOutboundStreams: 8,
+    });
+  }
+
+  isDead(id: string): boolean {
+    return this.dead.has(id);
+  }
+
+  /** True when the local provider store can be taken as the whole cluster's. */
+  settled(now = Date.now()): boolean {
+    const members = this.memberCount();
+    return (
+      members > 0 &&
+      members <= this.init.meshLimit &&
+      this.dialing.size === 0 &&
+      now - this.lastJoin >= this.init.settleMs
+    );
+  }
+
+  memberCount(): number {
+    return this.init.peers.dhtConnected().length;
+  }
+
+  /** A DHT peer was identified: it is alive; learn the members it knows. */
+  onMemberIdentified(id: PeerId, conn: Connection | undefined): void {
+    this.dead.delete(id.toString());
+    this.lastJoin = Date.now();
+    if (conn !== undefined && this.memberCount() < this.init.meshLimit) {
+      this.askMembers(conn).catch((err: unknown) => {
+        if (!this.init.stopSignal.aborted) {
+          this.init.log.debug({ peer: id.toString(), err: errorText(err) }, 'members request failed');
+        }
+      });
+    }
+  }
+
+  /**
+   * Every `gossipMs` while below the mesh limit, ask one random member for its members: a mesh left
+   * partial by a failed request or dial fills up over time, at one request per node per period.
+   */
+  tick(now: number, gossipMs: number): void {
+    if (now < this.nextGossipAt || this.init.stopSignal.aborted) {
+      return;
+    }
+    this.nextGossipAt = now + gossipMs;
+    const members = this.init.peers.dhtConnected();
+    if (members.length === 0 || members.length >= this.init.meshLimit) {
+      return;
+    }
+    const pick = members[Math.floor(Math.random() * members.length)] as (typeof members)[number];
+    const conn = this.init.libp2p.getConnections(pick.id).find((c) => c.status === 'open');
+    if (conn !== undefined) {
+      this.askMembers(conn).catch(() => {});
+    }
+  }
+
+  /**
+   * The last connection to a peer closed: redial it (twice, a second apart: a connection can close
+   * for a slow ping on a busy node); dead if both fail. A peer that stopped refuses at once.
+   */
+  onDisconnected(id: PeerId): void {
+    const key = id.toString();
+    if (this.init.stopSignal.aborted || this.dialing.has(key)) {
+      return;
+    }
+    (async () => {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        if (attempt > 0) {
+          await new Promise((r) => setTimeout(r, 1_000).unref());
+        }
+        if (this.init.stopSignal.aborted || (await this.dial(id, []))) {
+          return;
+        }
+      }
+      this.markDead(key, 'redial after disconnect failed');
+    })();
+  }
+
+  /** A dial to a provider failed (lookup): it is dead. */
+  onDialFailed(id: string): void {
+    this.markDead(id, 'dial failed');
+  }
+
+  private markDead(id: string, reason: string): void {
+    if (this.init.libp2p.getConnections().some((c) => c.remotePeer.toString() === id)) {
+      return;
+    }
+    this.dead.set(id, Date.now());
+    const dropped = this.init.store.removePeer(id);
+    this.init.log.info({ peer: id, records: dropped, reason }, 'peer gone: its provider records dropped');
+  }
+
+  /** Answer a members request: the DHT members we are connected to, with their listen addresses. */
+  private async answer(stream: Stream): Promise<void> {
+    try {
+      const lp = lpStream(stream, { maxDataLength: 1024 });
+      const signal = AbortSignal.timeout(this.init.dialTimeoutMs);
+      await lp.read({ signal });
+      const closer = this.init.peers
+        .dhtConnected()
+        .slice(0, this.init.meshLimit)
+        .map(({ id, addrs }) => ({
+          id: id.toMultihash().bytes as Uint8Array<ArrayBuffer>,
+          multiaddrs: addrs.slice(0, MAX_ADDRS_PER_MEMBER).map((a) => a.bytes as Uint8Array<ArrayBuffer>),
+        }));
+      await lp.write(Message.encode({ type: MessageType.FIND_NODE, closer, providers: [] }), { signal });
+      await stream.close({ signal });
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private async askMembers(conn: Connection): Promise<void> {
+    const signal = AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs), this.init.stopSignal]);
+    const stream = await conn.newStream(FERRY_MEMBERS_PROTOCOL, { signal });
+    let answer: Message;
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_ANSWER_BYTES });
+      await lp.write(Message.encode({ type: MessageType.FIND_NODE, closer: [], providers: [] }), { signal });
+      answer = Message.decode(await lp.read({ signal }));
+      await stream.close({ signal });
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    }
+    const self = this.init.libp2p.peerId.toString();
+    for (const member of answer.closer.slice(0, this.init.meshLimit)) {
+      if (this.memberCount() + this.dialing.size >= this.init.meshLimit) {
+        return;
+      }
+      let id: PeerId;
+      let addrs: Multiaddr[];
+      try {
+        id = peerIdFromMultihash(Digest.decode(member.id));
+        addrs = member.multiaddrs.slice(0, MAX_ADDRS_PER_MEMBER).map((b) => multiaddr(b));
+      } catch {
+        continue; // a peer's statement: evidence, skipped when malformed
+      }
+      const key = id.toString();
+      if (key === self || this.init.libp2p.getConnections(id).length > 0 || addrs.length === 0) {
+        continue;
+      }
+      this.dial(id, addrs);
+    }
+  }
+
+  /** Dial a member (by address when given; noise checks it is `id`). Never throws. */
+  private async dial(id: PeerId, addrs: Multiaddr[]): Promise<boolean> {
+    const key = id.toString();
+    if (this.dialing.has(key)) {
+      return false;
+    }
+    this.dialing.add(key);
+    try {
+      const signal = AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs), this.init.stopSignal]);
+      const target = addrs.length > 0 ? addrs.map((a) => withPeerId(a, key)) : id;
+      await this.init.libp2p.dial(target, { signal });
+      return true;
+    } catch (err) {
+      if (!this.init.stopSignal.aborted) {
+        this.init.log.debug({ peer: key, err: errorText(err) }, 'member dial failed');
+      }
+      return false;
+    } finally {
+      this.dialing.delete(key);
+    }
+  }
+}
