@@ -11,8 +11,8 @@ import {
   type Watcher,
 } from '@ferry/containerd';
 import type { ByteRange } from '@ferry/oci';
-import { createP2PNode, type P2PNode, readNetworkKeyFile } from '@ferry/p2p';
-import { type ContentInfo, type ContentSource, createRegistryServer } from '@ferry/registry';
+import { createP2PNode, createPeerAuth, type P2PNode, readNetworkKeyFile } from '@ferry/p2p';
+import { type ContentInfo, type ContentSource, createRegistryServer, isLoopback } from '@ferry/registry';
 import type { FastifyInstance } from 'fastify';
 import type { AgentConfig, ListenAddress } from './config.ts';
 import { createAgentPullThrough } from './first-pull.ts';
@@ -147,6 +147,16 @@ export async function startAgent(
       logger: logger.child({ component: 'p2p' }),
     });
     closers.push({ name: 'p2p', close: () => router.stop() });
+    // Peer HTTP auth with the network key: peers sign requests and answers; other clients must be local.
+    const peerAuth =
+      networkKeys.length === 0
+        ? undefined
+        : createPeerAuth({ keys: networkKeys, node: { peerId: router.peerId, sign: (d) => router.sign(d) } });
+    const ownAddresses = new Set(
+      [config.advertiseHost, registryAddr.host].filter((h): h is string => typeof h === 'string' && h !== ''),
+    );
+    const isLocalClient = (ip: string) =>
+      isLoopback(ip) || ownAddresses.has(ip.startsWith('::ffff:') ? ip.slice(7) : ip);
     logger.info({ peerId: router.peerId, addresses: router.addresses }, 'router started');
 
     // Filters, tag rules, and what mode verify needs (upstream client, last-known store).
@@ -209,6 +219,7 @@ export async function startAgent(
       held: async (digest) => (await client.info(digest)) !== undefined,
       metrics,
       logger: logger.child({ component: 'first-pull' }),
+      ...(peerAuth === undefined ? {} : { peerAuth }),
     });
     if (firstPull !== undefined) closers.push({ name: 'first-pull', close: () => firstPull.close() });
 
@@ -222,6 +233,8 @@ export async function startAgent(
       tags: tagPolicy.tags,
       mirrorResolveTimeoutMs: config.mirrorResolveTimeout,
       mirrorResolveRetries: config.mirrorResolveRetries,
+      ...(peerAuth === undefined ? {} : { peerAuth }),
+      isLocalClient,
       ...(firstPull === undefined ? {} : { pullThrough: firstPull.pullThrough }),
       logger: requestLog,
       observer: {

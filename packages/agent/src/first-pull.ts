@@ -3,7 +3,9 @@
  * `<dataDir>/spool`, the upstream client of the tag policy, the DHT for in-flight transfers, and the
  * metrics it feeds.
  */
+
 import { join } from 'node:path';
+import type { PeerAuth } from '@ferry/interface';
 import type { P2PNode } from '@ferry/p2p';
 import { type ContentUpstream, PullThrough, Spool } from '@ferry/registry';
 import type { AgentConfig } from './config.ts';
@@ -25,6 +27,8 @@ export async function createAgentPullThrough(
     held(digest: string): Promise<boolean>;
     metrics: FerryMetrics;
     logger: Logger;
+    /** Signs requests to peers (with a network key). */
+    peerAuth?: PeerAuth;
   },
 ): Promise<AgentPullThrough | undefined> {
   if (!config.firstPull) return undefined;
@@ -40,6 +44,7 @@ export async function createAgentPullThrough(
     directory: deps.router,
     windowMs: config.mirrorResolveTimeout,
     peerTimeoutMs: 2000,
+    ...(deps.peerAuth === undefined ? {} : { peerAuth: deps.peerAuth }),
     held: deps.held,
     log: logger,
     observer: {

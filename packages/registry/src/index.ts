@@ -15,7 +15,7 @@ export type {
   TagOutcome,
   TagResolverOptions,
 } from './plugin.ts';
-export { registry } from './plugin.ts';
+export { isLoopback, registry } from './plugin.ts';
 export type { RefPolicy, RefPolicyOptions, TagRule } from './policy.ts';
 export { createRefPolicy, isTagMode, parseTagRule, TAG_MODES } from './policy.ts';
 export type {

@@ -22,8 +22,8 @@ export interface LocalServe {
   range: string | undefined;
   head: boolean;
   signal: AbortSignal;
-  /** Called once the content is known to be held, before anything is sent. */
-  onHeld(): void;
+  /** Called once the content is known to be held, before anything is sent (may add headers). */
+  onHeld(status: number, headers: Record<string, string>): Promise<void>;
   onBytes(n: number): void;
   onBodyError(err: Error): void;
 }
@@ -146,7 +146,7 @@ export function createLocalServer(
       if (d.kind === 'blobs') headers['accept-ranges'] = 'bytes';
       if (range !== undefined) headers['content-range'] = `bytes ${range.start}-${range.end}/${info.size}`;
       const status = range === undefined ? 200 : 206;
-      s.onHeld();
+      await s.onHeld(status, headers);
       if (s.head) return { held: true, sent: reply.code(status).headers(headers).send() };
       if (bytes !== undefined && range === undefined) {
         s.onBytes(bytes.length);

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Peer, Router } from '@ferry/interface';
+import type { Peer, PeerAuth, Router } from '@ferry/interface';
 import {
   fingerprintMediaType,
   firstHeader,
@@ -49,6 +49,8 @@ export interface MirrorSettings {
   book: PeerBook;
   /** Try the peers found in random order (false: in the router's order). */
   randomOrder: boolean;
+  /** Sign requests to peers and check their answers (with a network key). */
+  auth?: PeerAuth;
   userAgent: string;
 }
 
@@ -145,13 +147,16 @@ export async function fetchPeer(
   const headers: Record<string, string> = { [MIRRORED_HEADER]: 'true', 'user-agent': s.userAgent };
   if (t.kind === 'manifests') headers.accept = manifestAcceptTypes.join(', ');
   if (range !== undefined) headers.range = range;
+  const url = peerUrl(peer, t);
+  const signed = s.auth?.signRequest({ method: t.method, pathAndQuery: url.slice(url.indexOf('/v2/')) });
+  if (signed !== undefined) Object.assign(headers, signed.headers);
   const abort = () => {
     clearDeadline();
     signal.removeEventListener('abort', onAbort);
     ac.abort(new PeerError('aborted'));
   };
   try {
-    const res = await request(peerUrl(peer, t), {
+    const res = await request(url, {
       method: t.method,
       headers,
       dispatcher: s.dispatcher,
@@ -171,6 +176,23 @@ export async function fetchPeer(
       );
     }
     const status = res.statusCode as 200 | 206;
+    if (
+      s.auth !== undefined &&
+      signed !== undefined &&
+      !(await s.auth.verifyResponse(
+        peer.id,
+        {
+          nonce: signed.nonce,
+          status,
+          digest: firstHeader(h['docker-content-digest']) ?? '',
+          length: firstHeader(h['content-length']) ?? '',
+        },
+        h,
+      ))
+    ) {
+      res.body.destroy();
+      throw new PeerError(`the answer at ${peer.host}:${peer.port} is not signed by peer ${peer.id}`);
+    }
     const peerDigest = firstHeader(h['docker-content-digest']);
     if (t.digest !== undefined && peerDigest !== undefined && peerDigest !== t.digest) {
       res.body.destroy();

@@ -1,5 +1,6 @@
+import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
-import type { Peer, Router } from '@ferry/interface';
+import type { Peer, PeerAuth, Router } from '@ferry/interface';
 import {
   type DistributionRequest,
   errorBody,
@@ -54,6 +55,15 @@ export interface RegistryPluginOptions {
   maxManifestBytes?: number;
   /** Receives one event per request. */
   observer?: RegistryObserver;
+  /**
+   * Peer HTTP authentication (@ferry/p2p's `createPeerAuth` with the cluster's network key). Set: a
+   * request is a peer's only when it carries a valid signature (`X-Ferry-Mirrored` grants nothing), a
+   * client that is neither local nor an authenticated peer gets 403, requests to peers are signed and
+   * their answers must be signed by the provider found. Absent (no network key): the header decides.
+   */
+  peerAuth?: PeerAuth;
+  /** Clients that are the node's own containerd (and pinner): by address. Default: loopback only. */
+  isLocalClient?: (ip: string) => boolean;
   /**
    * Tag modes (cluster / upstream / verify) and the upstream client and last-known store `verify` uses.
    * Absent: every tag the policy allows is answered in mode `cluster`.
@@ -116,6 +126,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     maxManifestBytes,
     book: new PeerBook(),
     randomOrder: opts.randomPeerOrder ?? true,
+    ...(opts.peerAuth === undefined ? {} : { auth: opts.peerAuth }),
     userAgent: 'ferry',
   };
   if (ownDispatcher !== undefined) app.addHook('onClose', async () => ownDispatcher.destroy());
@@ -129,8 +140,20 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
           source,
           askPeers: (q, signal) => askPeersForTag(settings, q, signal),
         });
-  const isMirrored = (req: FastifyRequest) =>
-    firstHeader(req.headers[MIRRORED_HEADER])?.toLowerCase() === 'true';
+  const peerAuth = opts.peerAuth;
+  const isLocalClient = opts.isLocalClient ?? isLoopback;
+  /** The authenticated peer asking (with peer auth), or whether the header says a peer asks (without). */
+  const peerOf = (req: FastifyRequest): string | undefined => {
+    if (peerAuth === undefined)
+      return firstHeader(req.headers[MIRRORED_HEADER])?.toLowerCase() === 'true' ? '' : undefined;
+    return peerAuth.verifyRequest({ method: req.method, pathAndQuery: req.url }, req.headers);
+  };
+  // Checked once per request (a nonce is accepted once).
+  const asking = new WeakMap<FastifyRequest, string | null>();
+  const isMirrored = (req: FastifyRequest) => {
+    if (!asking.has(req)) asking.set(req, peerOf(req) ?? null);
+    return asking.get(req) !== null;
+  };
   const recorder = requestRecorder(app.log, opts.observer, isMirrored);
 
   const apiVersion = async (_req: FastifyRequest, reply: FastifyReply) =>
@@ -203,8 +226,19 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
         range: firstHeader(req.headers.range),
         head: t.method === 'HEAD',
         signal: t.signal,
-        onHeld: () => {
+        onHeld: async (status, headers) => {
           t.outcome = outcome;
+          // An authenticated peer gets the answer signed by this node (the provider it found).
+          const nonce = peerAuth === undefined ? undefined : peerNonce(req);
+          if (t.mirrored && nonce !== undefined && peerAuth !== undefined)
+            reply.headers(
+              await peerAuth.signResponse({
+                nonce,
+                status,
+                digest: headers['docker-content-digest'] ?? '',
+                length: headers['content-length'] ?? '',
+              }),
+            );
         },
         onBytes: (n) => {
           t.bytes += n;
@@ -317,6 +351,11 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
   const handle = async (req: ContentRequest, reply: FastifyReply) => {
     if (req.params['*'] === '') return apiVersion(req, reply);
     const t = traceOf(req);
+    // 0. Who asks: the node's own containerd (by address) or an authenticated peer; nobody else.
+    if (peerAuth !== undefined && !t.mirrored && !isLocalClient(req.ip)) {
+      t.error = 'neither a local client nor an authenticated peer';
+      return fail(reply, 403, 'DENIED', 'this registry serves its node and authenticated peers only');
+    }
     // 1. Parse the path.
     let d: DistributionRequest;
     try {
@@ -394,6 +433,17 @@ function preferring(first: Peer[], router: Router): Router {
       for await (const p of router.lookup(key, options)) if (!first.some((f) => f.id === p.id)) yield p;
     },
   };
+}
+
+/** The request nonce of a peer's signed request (the auth header's `nonce=`). */
+function peerNonce(req: FastifyRequest): string | undefined {
+  return /\bnonce=([A-Za-z0-9_-]+)/.exec(firstHeader(req.headers['x-ferry-auth']) ?? '')?.[1];
+}
+
+/** 127.0.0.0/8 and ::1 (also as IPv4-mapped). */
+export function isLoopback(ip: string): boolean {
+  const v4 = ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+  return (isIP(v4) === 4 && v4.startsWith('127.')) || ip === '::1';
 }
 
 /** The same request, by digest. */

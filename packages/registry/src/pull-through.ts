@@ -2,8 +2,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Peer } from '@ferry/interface';
-import type { ByteRange } from '@ferry/oci';
+import type { Peer, PeerAuth } from '@ferry/interface';
+import { type ByteRange, hostPort } from '@ferry/oci';
 import { Agent, type Dispatcher, request } from 'undici';
 import { MIRRORED_HEADER } from './mirror.ts';
 import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
@@ -83,6 +83,8 @@ export interface PullThroughOptions {
   windowMs: number;
   /** undici dispatcher for peer requests; default: an Agent owned (and closed) by the pull-through. */
   dispatcher?: Dispatcher;
+  /** Signs requests to peers (with a network key; peers refuse unsigned ones then). */
+  peerAuth?: PeerAuth;
   /** Deadline for a peer's response headers. */
   peerTimeoutMs: number;
   /** A peer's body may stall this long before the next source is tried. Default 10 s. */
@@ -381,7 +383,8 @@ export class PullThrough {
   private async fromPeer(t: Transfer, peer: Peer): Promise<void> {
     const { registry, repository, kind, digest } = t.target;
     const offset = t.entry.written;
-    const url = `http://${peer.host.includes(':') ? `[${peer.host}]` : peer.host}:${peer.port}/v2/${repository}/${kind}/${digest}?ns=${encodeURIComponent(registry)}`;
+    const path = `/v2/${repository}/${kind}/${digest}?ns=${encodeURIComponent(registry)}`;
+    const url = `http://${hostPort(peer.host, peer.port)}${path}`;
     const res = await request(url, {
       method: 'GET',
       headers: {
@@ -389,6 +392,7 @@ export class PullThrough {
         'user-agent': 'ferry',
         ...(this.opts.directory === undefined ? {} : { [FOLLOWER_HEADER]: this.opts.directory.peerId }),
         ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
+        ...this.opts.peerAuth?.signRequest({ method: 'GET', pathAndQuery: path }).headers,
       },
       dispatcher: this.dispatcher,
       signal: t.abort.signal,

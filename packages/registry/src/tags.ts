@@ -34,13 +34,16 @@ async function headPeer(
   peer: Peer,
   signal: AbortSignal,
 ): Promise<PeerTagAnswer | undefined> {
-  const url = `http://${hostPort(peer.host, peer.port)}/v2/${q.repository}/manifests/${q.tag}?ns=${encodeURIComponent(q.registry)}`;
+  const path = `/v2/${q.repository}/manifests/${q.tag}?ns=${encodeURIComponent(q.registry)}`;
+  const url = `http://${hostPort(peer.host, peer.port)}${path}`;
+  const signed = s.auth?.signRequest({ method: 'HEAD', pathAndQuery: path });
   const res = await request(url, {
     method: 'HEAD',
     headers: {
       [MIRRORED_HEADER]: 'true',
       'user-agent': s.userAgent,
       accept: manifestAcceptTypes.join(', '),
+      ...signed?.headers,
     },
     dispatcher: s.dispatcher,
     signal,
@@ -50,6 +53,11 @@ async function headPeer(
   if (res.statusCode !== 200) return undefined;
   const digest = firstHeader(res.headers['docker-content-digest']);
   if (digest === undefined || !isDigest(digest)) return undefined;
+  const length = firstHeader(res.headers['content-length']) ?? '';
+  if (s.auth !== undefined && signed !== undefined) {
+    const proof = { nonce: signed.nonce, status: 200, digest, length };
+    if (!(await s.auth.verifyResponse(peer.id, proof, res.headers))) return undefined;
+  }
   const at = Number(firstHeader(res.headers[RESOLVED_AT_HEADER]) ?? '0');
   const answer: PeerTagAnswer = { peer, digest, resolvedAt: Number.isSafeInteger(at) && at > 0 ? at : 0 };
   const mediaType = firstHeader(res.headers['content-type']);
