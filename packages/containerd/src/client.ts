@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
+import * as descriptors from './descriptors.generated.ts';
 import { ContainerdError, fromGrpcError, isNotFound } from './errors.ts';
 import type {
   ByteRange,
@@ -19,18 +20,8 @@ import type {
   Plugin,
 } from './types.ts';
 
-/** Directory of the hand-written .proto files. */
+/** Directory of the hand-written .proto files (the source of src/descriptors.generated.ts). */
 export const protoDir: string = fileURLToPath(new URL('../proto/', import.meta.url));
-
-const serviceFiles = [
-  'containerd/services/images/v1/images.proto',
-  'containerd/services/content/v1/content.proto',
-  'containerd/services/events/v1/events.proto',
-  'containerd/services/version/v1/version.proto',
-  'containerd/services/introspection/v1/introspection.proto',
-  'cri/runtime.proto',
-];
-const eventFiles = ['containerd/events/image.proto', 'containerd/events/content.proto'];
 
 const MiB = 1024 * 1024;
 
@@ -94,9 +85,9 @@ interface Services {
 
 let packageDefinition: grpc.GrpcObject | undefined;
 function grpcObject(): grpc.GrpcObject {
+  // From the descriptors generated from proto/ (no .proto parsing at run time).
   packageDefinition ??= grpc.loadPackageDefinition(
-    protoLoader.loadSync(serviceFiles, {
-      includeDirs: [protoDir],
+    protoLoader.fromJSON(descriptors.services, {
       keepCase: true,
       longs: String,
       enums: String,
@@ -109,7 +100,7 @@ function grpcObject(): grpc.GrpcObject {
 
 let eventRoot: protobuf.Root | undefined;
 function eventTypes(): protobuf.Root {
-  eventRoot ??= protobuf.loadSync(eventFiles.map((f) => join(protoDir, f)));
+  eventRoot ??= protobuf.Root.fromJSON(descriptors.events);
   return eventRoot;
 }
 

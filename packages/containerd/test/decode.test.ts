@@ -68,3 +68,10 @@ test('parseCriConfig: 1.x shape, 2.x shape, garbage', () => {
   assert.equal(parseCriConfig('{not json'), undefined);
   assert.equal(parseCriConfig(undefined), undefined);
 });
+
+test('src/descriptors.generated.ts matches proto/ (regenerate with scripts/gen-descriptors.ts)', async () => {
+  const { readFileSync } = await import('node:fs');
+  const { render } = await import('../scripts/gen-descriptors.ts');
+  const file = readFileSync(new URL('../src/descriptors.generated.ts', import.meta.url), 'utf8');
+  assert.equal(file, render());
+});
