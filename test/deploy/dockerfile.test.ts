@@ -23,8 +23,14 @@ describe('deploy/Dockerfile', () => {
   });
 
   it('runs the CLI and ships every file the chart executes', () => {
-    assert.match(dockerfile, /^ENTRYPOINT \["node", "\/app\/packages\/agent\/src\/cli\.ts"\]$/m);
-    assert.ok(existsSync(`${repoRoot}packages/agent/src/cli.ts`));
+    // The bundled CLI (scripts/build.ts), built in the build stage and copied into the runtime image.
+    assert.match(dockerfile, /^ENTRYPOINT \["node", "\/app\/packages\/agent\/dist\/ferry\.mjs"\]$/m);
+    assert.match(dockerfile, /&& node scripts\/build\.ts$/m);
+    assert.match(
+      dockerfile,
+      /^COPY --from=build \/app\/packages\/agent\/dist\/ferry\.mjs \.\/packages\/agent\/dist\/ferry\.mjs$/m,
+    );
+    assert.ok(existsSync(`${repoRoot}scripts/build.ts`));
     const job = find(render(), 'Job', 'ferry-cleanup-wait');
     const cmd = (job.spec as { template: { spec: { containers: Obj[] } } }).template.spec.containers[0]!
       .command as string[];
