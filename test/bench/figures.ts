@@ -3,7 +3,6 @@
  * returns table rows (value, baseline, ratio, target). Nothing here asserts on time: a figure only throws
  * when the system under test answers wrongly (bad status, wrong byte count), never when it is slow.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,6 +17,7 @@ import {
   median,
   percentile,
   pool,
+  quietCtr,
   readFileTimed,
   rssBytes,
   syncDisks,
@@ -438,26 +438,6 @@ export async function latency(b: Bench): Promise<Row[]> {
   ];
 }
 
-/** `ctr` with its stdout discarded (a fetch of thousands of blobs prints more progress than a buffer holds). */
-function quietCtr(node: ClusterNode, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ctr', ['-a', node.containerd.socket, '-n', 'k8s.io', ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      timeout: 600_000,
-    });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (s: string) => {
-      stderr = (stderr + s).slice(-4000);
-    });
-    child.once('error', reject);
-    child.once('exit', (code, signal) =>
-      code === 0
-        ? resolve()
-        : reject(new Error(`ctr ${args.join(' ')} on ${node.name}: exit ${code ?? signal}: ${stderr}`)),
-    );
-  });
-}
-
 /** 5. Thousands of digests added on A: time until B finds them all, and A's agent RSS afterwards. */
 export async function advertising(b: Bench): Promise<Row[]> {
   const [a, nodeB] = nodes(b) as [ClusterNode, ClusterNode];
@@ -475,7 +455,7 @@ export async function advertising(b: Bench): Promise<Row[]> {
 
   // Every platform's content onto A, straight from the upstream (A's own mirror would only add misses).
   t0 = performance.now();
-  await quietCtr(a, [
+  await quietCtr(a.containerd.socket, [
     'content',
     'fetch',
     '--all-platforms',

@@ -2,7 +2,7 @@
  * Measurement helpers for the benchmark: HTTP requests that count the body without keeping it, file reads
  * from the page cache, percentiles, and the agent's resident memory from /proc.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createReadStream, readdirSync, readFileSync } from 'node:fs';
 import { Agent, type IncomingHttpHeaders, request } from 'node:http';
 import { promisify } from 'node:util';
@@ -140,4 +140,24 @@ export function rssBytes(pid: number): number {
 /** Flushes dirty pages (so one timed pull does not pay for the previous one's writeback). */
 export async function syncDisks(): Promise<void> {
   await execFileP('sync');
+}
+
+/** `ctr` with its stdout discarded (a fetch of thousands of blobs prints more progress than a buffer holds). */
+export function quietCtr(socket: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ctr', ['-a', socket, '-n', 'k8s.io', ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      timeout: 600_000,
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (s: string) => {
+      stderr = (stderr + s).slice(-4000);
+    });
+    child.once('error', reject);
+    child.once('exit', (code, signal) =>
+      code === 0
+        ? resolve()
+        : reject(new Error(`ctr ${args.join(' ')} on ${socket}: exit ${code ?? signal}: ${stderr}`)),
+    );
+  });
 }

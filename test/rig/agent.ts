@@ -26,6 +26,10 @@ export interface AgentRigOptions {
   args?: string[];
   /** Extra environment (`FERRY_…`). */
   env?: Record<string, string>;
+  /** The CLI file Node runs (default: the TypeScript sources, `ferryCli`; e.g. the bundled build). */
+  entry?: string;
+  /** Node options before the entry, e.g. `['--max-semi-space-size=1']`. */
+  nodeArgs?: string[];
   t?: Cleanup;
 }
 
@@ -83,7 +87,8 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
   const registryUrl = `http://${opts.host}:${AGENT_PORTS.registry}`;
   const opsUrl = `http://${opts.host}:${AGENT_PORTS.metrics}`;
   const args = [
-    ferryCli,
+    ...(opts.nodeArgs ?? []),
+    opts.entry ?? ferryCli,
     'agent',
     `--registry-addr=${opts.host}:${AGENT_PORTS.registry}`,
     `--router-addr=${opts.host}:${AGENT_PORTS.router}`,
