@@ -397,6 +397,7 @@ const MUTATIONS: Record<string, unknown> = {
   'pinner.webhook.reinvocationPolicy': 'Never',
   'pinner.tls.source': 'chart',
   'pinner.tls.validityDays': 365,
+  nodeOptions: '--max-semi-space-size=4',
   'resources.requests.cpu': '100m',
   'resources.requests.memory': '256Mi',
   'resources.limits.memory': '1Gi',
