@@ -4,12 +4,14 @@
  * `bin/ferry` and the image run that file when it exists, so production Node parses plain JavaScript
  * (no type stripping at start, one module graph instead of ~1,500 files).
  *
- *   node scripts/build.ts            # writes packages/agent/dist/ferry.mjs (+ .meta.json: what is inside)
+ *   node scripts/build.ts            # writes packages/agent/dist/ferry.mjs
+ *   node scripts/build.ts --meta     # also ferry.meta.json: which inputs take how many bytes
  *
  * classic-level (LevelDB) stays outside: its native binding is found next to its own package, so the
  * bundle imports it by its path relative to the bundle (the workspace's node_modules layout, which the
  * image keeps).
  */
+import { writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +37,7 @@ const nativeExternal: Plugin = {
   },
 };
 
-export async function buildBundle(): Promise<void> {
+export async function buildBundle(opts: { meta?: boolean } = {}): Promise<void> {
   await build({
     entryPoints: [join(agentDir, 'src', 'cli.ts')],
     outfile: bundleFile,
@@ -54,12 +56,11 @@ export async function buildBundle(): Promise<void> {
     metafile: true,
     logLevel: 'warning',
   }).then(async (r) => {
-    const { writeFile } = await import('node:fs/promises');
-    await writeFile(`${bundleFile.slice(0, -4)}.meta.json`, JSON.stringify(r.metafile));
+    if (opts.meta) await writeFile(`${bundleFile.slice(0, -4)}.meta.json`, JSON.stringify(r.metafile));
   });
 }
 
 if (import.meta.main) {
-  await buildBundle();
+  await buildBundle({ meta: process.argv.includes('--meta') });
   console.log(`built ${relative(root, bundleFile)}`);
 }

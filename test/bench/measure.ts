@@ -161,3 +161,13 @@ export function quietCtr(socket: string, args: string[]): Promise<void> {
     );
   });
 }
+
+/** CPU-seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** Bytes as MiB with one decimal, e.g. `112.4 MiB`. */
+export const mib = (b: number): string => `${(b / (1024 * 1024)).toFixed(1)} MiB`;

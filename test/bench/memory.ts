@@ -12,11 +12,10 @@
  *    CPU-seconds at each step, bytes per record.
  * Asserts nothing about time or size; fails only when something answers wrongly.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -24,7 +23,6 @@ import { parse as parseYaml } from 'yaml';
 import { buildBundle } from '../../scripts/build.ts';
 import {
   AGENT_PORTS,
-  type AgentHandle,
   allocateBlock,
   type ContainerdHandle,
   parsePrometheus,
@@ -33,8 +31,8 @@ import {
   startContainerd,
   startRegistry,
 } from '../rig/index.ts';
-import { buildManyIndex, pushManyIndex } from './fixtures.ts';
-import { agentPid, exchange, keepAlive, pool, quietCtr, rssBytes } from './measure.ts';
+import { agentPid, cpuSeconds, mib, rssBytes } from './measure.ts';
+import { growth } from './memory-growth.ts';
 
 const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -54,6 +52,7 @@ export const PRODUCTION_ENV: Record<string, string> = {
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
+    'heap-snapshot': { type: 'boolean', default: false },
     sections: { type: 'string', default: 'modules,idle,growth' },
     out: { type: 'string' },
   },
@@ -65,16 +64,8 @@ const outFile =
 const started = performance.now();
 const log = (msg: string) =>
   console.log(`[memory ${((performance.now() - started) / 1000).toFixed(0)}s] ${msg}`);
-const mib = (b: number) => `${(b / MiB).toFixed(1)} MiB`;
 const out: string[] = [];
 const notes: string[] = [];
-
-/** CPU-seconds (user + system) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
-}
 
 interface ProbeStep {
   step: string;
@@ -193,186 +184,6 @@ async function idle(cd: ContainerdHandle, host: string, dir: string): Promise<vo
   );
 }
 
-/** The peers harness: N P2P nodes in a child process, driven over stdin. */
-class Peers {
-  private readonly child: ChildProcess;
-  private readonly answers: ((v: Record<string, unknown>) => void)[] = [];
-  private constructor(child: ChildProcess) {
-    this.child = child;
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      try {
-        this.answers.shift()?.(JSON.parse(l) as Record<string, unknown>);
-      } catch {
-        // not an answer (a library's console output)
-      }
-    });
-  }
-  static async start(bootstrap: string, hosts: string[]): Promise<Peers> {
-    const child = spawn(
-      process.execPath,
-      [join(here, 'memory-peers.ts'), '--bootstrap', bootstrap, '--hosts', hosts.join(',')],
-      { stdio: ['pipe', 'pipe', 'inherit'] },
-    );
-    const p = new Peers(child);
-    await p.next();
-    return p;
-  }
-  private next(): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
-      this.answers.push(resolve);
-      this.child.once('exit', (code) => reject(new Error(`peers harness exited (${code})`)));
-    });
-  }
-  async advertise(n: number): Promise<{ ms: number; keys: string[] }> {
-    const answer = this.next();
-    this.child.stdin!.write(`advertise ${n}\n`);
-    const a = await answer;
-    if (a.ok !== true) throw new Error(`peers: ${String(a.error)}`);
-    return a as unknown as { ms: number; keys: string[] };
-  }
-  async stop(): Promise<void> {
-    this.child.stdin!.write('quit\n');
-    await new Promise((r) => this.child.once('exit', r));
-  }
-}
-
-/** How many of `keys` the agent finds on a peer (HEAD through its mirror path). */
-async function found(agent: AgentHandle, keys: string[]): Promise<number> {
-  const conn = keepAlive(8);
-  let ok = 0;
-  await pool(keys, 8, async (d) => {
-    const r = await exchange(`${agent.registryUrl}/v2/bench/peers/blobs/${d}?ns=peers.invalid`, {
-      agent: conn,
-      method: 'HEAD',
-      timeoutMs: 30_000,
-    }).catch(() => undefined);
-    if (r?.status === 200) ok++;
-  });
-  conn.destroy();
-  return ok;
-}
-
-async function growth(
-  cd: ContainerdHandle,
-  upstream: RegistryHandle,
-  block: ReturnType<typeof allocateBlock>,
-  dir: string,
-): Promise<void> {
-  const host = block.node(1);
-  const agent = await startAgent({
-    name: 'growth',
-    host,
-    containerd: cd,
-    dir: join(dir, 'growth'),
-    // A lookup on the busy 2-core rig can outlast the rig's 1 s resolve timeout; this only checks records.
-    args: ['--log-level=info', '--mirror-resolve-timeout=5s'],
-    env: PRODUCTION_ENV,
-    ...(existsSync(bundle) ? { entry: bundle } : {}),
-  });
-  const peerHosts = Array.from({ length: 20 }, (_, i) => block.node(i + 2));
-  const peers = await Peers.start(`${host}:${AGENT_PORTS.router}`, peerHosts);
-  try {
-    await agent.waitReady(60_000);
-    const pid = agentPid(host, AGENT_PORTS.registry);
-    const settleMs = quick ? 5_000 : 15_000;
-    await sleep(settleMs);
-    const steps = quick ? [0, 1_000, 5_000] : [0, 1_000, 10_000, 50_000];
-    const rows: {
-      records: number;
-      own: number;
-      rss: number;
-      heapUsed: number;
-      heapTotal: number;
-      cpu: number;
-      ms: number;
-    }[] = [];
-    const sample = async () => {
-      const m = parsePrometheus(await (await fetch(`${agent.opsUrl}/metrics`)).text());
-      return {
-        rss: rssBytes(pid),
-        heapUsed: m.get('nodejs_heap_size_used_bytes') ?? 0,
-        heapTotal: m.get('nodejs_heap_size_total_bytes') ?? 0,
-        cpu: cpuSeconds(pid),
-      };
-    };
-    let held = 0;
-    let sampleKeys: string[] = [];
-    for (const target of steps) {
-      let ms = 0;
-      if (target > held) {
-        log(`growth: peers advertise ${target - held} more digests…`);
-        const r = await peers.advertise(target - held);
-        sampleKeys = r.keys;
-        ms = r.ms;
-        held = target;
-        await sleep(settleMs);
-      }
-      rows.push({ records: held, own: 0, ...(await sample()), ms });
-      // After the sample (lookups cost memory too): do the records answer?
-      if (sampleKeys.length) {
-        const hit = await found(agent, sampleKeys);
-        notes.push(
-          `Growth step ${target}: ${hit} of ${sampleKeys.length} sampled peer digests found through the agent (after the sample).`,
-        );
-        sampleKeys = [];
-      }
-    }
-    // Own digests: an index of tiny images fetched into containerd; the tracker advertises them.
-    const foreign = quick ? 249 : 2_499;
-    const many = buildManyIndex(foreign);
-    log(`growth: ${many.digests.length} own digests into containerd…`);
-    await pushManyIndex(upstream.url, 'bench/many', 'v1', many);
-    const emptyHosts = mkdtempSync(join(tmpdir(), 'ferry-memory-hosts-'));
-    const t0 = performance.now();
-    await quietCtr(cd.socket, [
-      'content',
-      'fetch',
-      '--all-platforms',
-      '--plain-http',
-      '--hosts-dir',
-      emptyHosts,
-      `${new URL(upstream.url).host}/bench/many:v1`,
-    ]);
-    rmSync(emptyHosts, { recursive: true, force: true });
-    // Until the tracker advertised them (its counts are in the metrics), then settle.
-    const deadline = Date.now() + 300_000;
-    while (Date.now() < deadline) {
-      const advertised = await agent.metric('ferry_advertised_keys', { kind: 'digest' }).catch(() => 0);
-      if (advertised >= many.digests.length) break;
-      await sleep(1_000);
-    }
-    const ms = performance.now() - t0;
-    await sleep(settleMs);
-    rows.push({ records: held, own: many.digests.length, ...(await sample()), ms });
-
-    const base = rows[0]!;
-    const lines = [
-      '## Growth: the production agent vs the digests it holds (baseline: the same agent with none)',
-      '',
-      '| provider records from 20 peers | own digests | VmRSS | vs none | Δ RSS per record | heap used | Δ heap used per record | heap total | CPU-seconds since start | Δ CPU-s | step took |',
-      '|---|---|---|---|---|---|---|---|---|---|---|',
-    ];
-    let prev = base;
-    for (const r of rows) {
-      const n = r.records + r.own - (prev.records + prev.own);
-      lines.push(
-        `| ${r.records.toLocaleString('en')} | ${r.own.toLocaleString('en')} | ${mib(r.rss)} | ${(r.rss / base.rss).toFixed(2)}× | ${n > 0 ? `${Math.round((r.rss - prev.rss) / n)} B` : '—'} | ${mib(r.heapUsed)} | ${n > 0 ? `${Math.round((r.heapUsed - prev.heapUsed) / n)} B` : '—'} | ${mib(r.heapTotal)} | ${r.cpu.toFixed(1)} | ${(r.cpu - prev.cpu).toFixed(1)} | ${(r.ms / 1000).toFixed(1)} s |`,
-      );
-      prev = r;
-    }
-    const last = rows[rows.length - 1]!;
-    lines.push(
-      '',
-      `Whole: ${(last.records + last.own).toLocaleString('en')} digests held, ${mib(last.rss)} VmRSS (target ≤ 150 MiB: ${last.rss / MiB <= 150 ? 'met' : 'NOT met'}); ${Math.round((last.rss - base.rss) / (last.records + last.own))} B per digest over the idle agent.`,
-      '',
-    );
-    out.push(...lines);
-  } finally {
-    await peers.stop().catch(() => undefined);
-    await agent.stop();
-  }
-}
-
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-memory-'));
   const block = allocateBlock();
@@ -388,7 +199,20 @@ async function main(): Promise<void> {
     if (sections.has('idle')) await idle(cd!, block.node(1), dir);
     if (sections.has('growth')) {
       upstream = await startRegistry({ host: block.upstream, dir: join(dir, 'upstream') });
-      await growth(cd!, upstream, block, dir);
+      out.push(
+        ...(await growth({
+          cd: cd!,
+          upstream,
+          block,
+          dir,
+          quick,
+          env: PRODUCTION_ENV,
+          entry: bundle,
+          heapSnapshot: args['heap-snapshot'] ?? false,
+          log,
+          notes,
+        })),
+      );
     }
     const md = [
       `# Ferry memory benchmark (${quick ? 'quick' : 'full'} run)`,
