@@ -3,8 +3,9 @@
  * from the page cache, percentiles, and the agent's resident memory from /proc.
  */
 import { execFile, spawn } from 'node:child_process';
-import { createReadStream, readdirSync, readFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent, type IncomingHttpHeaders, request } from 'node:http';
+import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -143,11 +144,11 @@ export async function syncDisks(): Promise<void> {
 }
 
 /** `ctr` with its stdout discarded (a fetch of thousands of blobs prints more progress than a buffer holds). */
-export function quietCtr(socket: string, args: string[]): Promise<void> {
+export function quietCtr(socket: string, args: string[], timeoutMs = 600_000): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('ctr', ['-a', socket, '-n', 'k8s.io', ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      timeout: 600_000,
+      timeout: timeoutMs,
     });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (s: string) => {
@@ -171,3 +172,27 @@ export function cpuSeconds(pid: number): number {
 
 /** Bytes as MiB with one decimal, e.g. `112.4 MiB`. */
 export const mib = (b: number): string => `${(b / (1024 * 1024)).toFixed(1)} MiB`;
+
+/** An agent's memory and CPU: VmRSS and CPU-seconds from /proc, V8 heap and external memory from its /metrics. */
+export async function agentMemory(
+  opsUrl: string,
+  pid: number,
+): Promise<{ rss: number; heapUsed: number; heapTotal: number; external: number; cpu: number }> {
+  const text = await (await fetch(`${opsUrl}/metrics`)).text();
+  const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return {
+    rss: rssBytes(pid),
+    heapUsed: gauge('nodejs_heap_size_used_bytes'),
+    heapTotal: gauge('nodejs_heap_size_total_bytes'),
+    external: gauge('nodejs_external_memory_bytes'),
+    cpu: cpuSeconds(pid),
+  };
+}
+
+/** Writes a results file (creating its directory) and prints it. */
+export function writeResults(outFile: string, md: string, log: (msg: string) => void): void {
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, md);
+  console.log(`\n${md}`);
+  log(`written to ${outFile}`);
+}

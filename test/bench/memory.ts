@@ -13,7 +13,7 @@
  * Asserts nothing about time or size; fails only when something answers wrongly.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,13 +25,12 @@ import {
   AGENT_PORTS,
   allocateBlock,
   type ContainerdHandle,
-  parsePrometheus,
   type RegistryHandle,
   startAgent,
   startContainerd,
   startRegistry,
 } from '../rig/index.ts';
-import { agentPid, cpuSeconds, mib, rssBytes } from './measure.ts';
+import { agentMemory, agentPid, mib, writeResults } from './measure.ts';
 import { growth } from './memory-growth.ts';
 
 const MiB = 1024 * 1024;
@@ -140,14 +139,7 @@ async function idleAgent(
   try {
     await sleep(quick ? 5_000 : 15_000);
     const pid = agentPid(host, AGENT_PORTS.registry);
-    const m = parsePrometheus(await (await fetch(`${agent.opsUrl}/metrics`)).text());
-    return {
-      rss: rssBytes(pid),
-      heapUsed: m.get('nodejs_heap_size_used_bytes') ?? 0,
-      heapTotal: m.get('nodejs_heap_size_total_bytes') ?? 0,
-      external: m.get('nodejs_external_memory_bytes') ?? 0,
-      cpu: cpuSeconds(pid),
-    };
+    return await agentMemory(agent.opsUrl, pid);
   } finally {
     await agent.stop();
   }
@@ -223,10 +215,7 @@ async function main(): Promise<void> {
       ...notes.map((n) => `- ${n}`),
       '',
     ].join('\n');
-    mkdirSync(dirname(outFile), { recursive: true });
-    writeFileSync(outFile, md);
-    console.log(`\n${md}`);
-    log(`written to ${outFile}`);
+    writeResults(outFile, md, log);
   } finally {
     await upstream?.dispose().catch(() => undefined);
     await cd?.dispose().catch(() => undefined);

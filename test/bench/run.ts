@@ -8,7 +8,7 @@
  */
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +24,7 @@ import {
   type Row,
   wholePull,
 } from './figures.ts';
-import { exchange, keepAlive } from './measure.ts';
+import { exchange, keepAlive, writeResults } from './measure.ts';
 
 const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -223,10 +223,7 @@ async function main(): Promise<void> {
       ...notes.map((n) => `- ${n}`),
       '',
     ].join('\n');
-    mkdirSync(dirname(outFile), { recursive: true });
-    writeFileSync(outFile, md);
-    console.log(`\n${md}`);
-    log(`written to ${outFile}`);
+    writeResults(outFile, md, log);
     if (failed) process.exitCode = 1;
   } finally {
     log('stopping everything…');
