@@ -1,0 +1,103 @@
+// Mesh and liveness on 5 nodes (127.77.45.x): every node bootstraps from node 1 only and the mesh
+// forms through the members protocol; a digest advertised by two nodes is found from every node;
+// once a provider is known dead it is never yielded nor dialled again. (The same scenario at 25
+// nodes, beyond k, is scale-cluster.ts, run by hand.)
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createP2PNode, type P2PLogger, type P2PNode, type Peer } from '../src/index.ts';
+
+const N = 5;
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function providers(node: P2PNode, key: string): Promise<Peer[]> {
+  const out: Peer[] = [];
+  for await (const p of node.lookup(key, { signal: AbortSignal.timeout(5_000) })) {
+    out.push(p);
+  }
+  return out;
+}
+
+test(`${N} nodes from one bootstrap peer: full mesh, every node finds a digest, a dead provider is skipped without a dial`, async (t) => {
+  /** Per node: peer ids it failed to reach during a lookup, and peers it declared gone. */
+  const unreachable: string[][] = [];
+  const gone: string[][] = [];
+  const logger = (i: number): P2PLogger => ({
+    debug(obj: object, msg?: string) {
+      if (msg === 'provider not reachable') {
+        unreachable[i]?.push((obj as { peer: string }).peer);
+      }
+    },
+    info(obj: object, msg?: string) {
+      if (msg === 'peer gone: its provider records dropped') {
+        gone[i]?.push((obj as { peer: string }).peer);
+      }
+    },
+    warn() {},
+    error() {},
+  });
+  const nodes: P2PNode[] = [];
+  t.after(() => Promise.all(nodes.map((n) => n.stop())));
+  for (let i = 0; i < N; i++) {
+    unreachable.push([]);
+    gone.push([]);
+    const first = nodes[0];
+    nodes.push(
+      await createP2PNode({
+        listen: { host: `127.77.45.${i + 1}`, port: 0 },
+        registryPort: 5000 + i,
+        logger: logger(i),
+        ...(first === undefined ? {} : { bootstrapPeers: [first.addresses[0] as string] }),
+      }),
+    );
+  }
+  await until('full mesh through the members protocol', () => nodes.every((n) => n.peers().length === N - 1));
+
+  const key = `sha256:${'5c'.repeat(32)}`;
+  const [holder, second] = nodes as [P2PNode, P2PNode];
+  await holder.advertise([key]);
+  await second.advertise([key]);
+  for (const [i, node] of nodes.entries()) {
+    if (i < 2) {
+      continue;
+    }
+    await until(
+      `node ${i + 1} finds both providers`,
+      async () => (await providers(node, key)).length === 2,
+      15_000,
+    );
+  }
+
+  // the second provider dies: every node learns it (its connection closes, the redial fails)
+  const deadId = second.peerId;
+  await second.stop();
+  const others = nodes.filter((n) => n !== second);
+  await until('every node knows the provider is dead', () =>
+    others.every((n) => gone[nodes.indexOf(n)]?.includes(deadId)),
+  );
+  const dialsBefore = unreachable.flat().filter((p) => p === deadId).length;
+  for (const node of others) {
+    if (node === holder) {
+      continue;
+    }
+    const found = await providers(node, key);
+    assert.deepEqual(
+      found.map((p) => p.id),
+      [holder.peerId],
+      'only the live provider',
+    );
+  }
+  assert.equal(
+    unreachable.flat().filter((p) => p === deadId).length,
+    dialsBefore,
+    'no lookup tried the dead provider once its death was known',
+  );
+});
