@@ -249,6 +249,7 @@ export async function runPinnerCommand(config: PinnerCommandConfig): Promise<voi
   }
   const upstream = createUpstreamClient({
     timeoutMs: config.upstreamTimeout,
+    mirroredRegistries: config.mirroredRegistries,
     endpoints: { ...config.upstreamEndpoints },
     ...(credentials === undefined ? {} : { credentials }),
   });

@@ -75,6 +75,7 @@ export async function createAgentTagPolicy(
   }
   const upstream = createUpstreamClient({
     timeoutMs: config.upstreamTimeout,
+    mirroredRegistries: config.mirroredRegistries,
     endpoints: { ...config.upstreamEndpoints },
     ...(credentials === undefined ? {} : { credentials }),
   });

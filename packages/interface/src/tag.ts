@@ -27,7 +27,8 @@ export interface TagResolution {
 export type UpstreamOutcome =
   | { kind: 'resolved'; digest: string; mediaType?: string; size?: number }
   /** Connection refused/reset, timeout, 5xx, 429 (and any other unexpected answer). */
-  | { kind: 'unavailable'; reason: string }
+  /** `reason` is safe to show to clients (never tells network failures apart); `detail` is for logs. */
+  | { kind: 'unavailable'; reason: string; detail?: string }
   /** No credentials for it, or they were rejected. */
   | { kind: 'unauthorized'; status: 401 | 403 }
   /** 404 MANIFEST_UNKNOWN / NAME_UNKNOWN. */

@@ -10,6 +10,13 @@ export {
   loadDockerConfig,
   normalizeCredentialHost,
 } from './credentials.ts';
+export {
+  createOutboundPolicy,
+  isNonPublicAddress,
+  type LookupAll,
+  type OutboundPolicy,
+  type OutboundPolicyOptions,
+} from './outbound.ts';
 export { createMemoryLastKnownStore, openLastKnownStore } from './store.ts';
 export {
   checkResolution,
@@ -30,4 +37,4 @@ export type {
   UpstreamOutcome,
   WarnLogger,
 } from './types.ts';
-export { createUpstreamClient, defaultEndpoint, endpointsFromUrls } from './upstream.ts';
+export { createUpstreamClient, defaultEndpoint, endpointsFromUrls, UNREACHABLE } from './upstream.ts';

@@ -1,5 +1,6 @@
 import type { TagResolution as Resolution, UpstreamOutcome } from '@ferry/interface';
 import type { Dispatcher } from 'undici';
+import type { LookupAll } from './outbound.ts';
 
 /** A tag resolution and the upstream's outcome are shared contracts (@ferry/interface). */
 export type { Resolution, UpstreamOutcome };
@@ -45,7 +46,14 @@ export interface UpstreamClientOptions {
   endpoints?: Record<string, string>;
   /** Docker config.json contents (auths: { host: { auth | username/password | identitytoken } }). */
   credentials?: DockerConfig;
-  /** undici dispatcher (tests). Default: an Agent owned and closed by the client. */
+  /**
+   * Registries this node mirrors (hosts or URLs, as `--mirrored-registries`); empty: all public
+   * registries. Drives the outbound rules (outbound.ts): no request reaches any other host.
+   */
+  mirroredRegistries?: readonly string[];
+  /** DNS for the outbound address checks (tests). Default dns.lookup. */
+  lookup?: LookupAll;
+  /** undici dispatcher (tests; the outbound address check at connect time is then the dispatcher's). Default: an Agent owned and closed by the client. */
   dispatcher?: Dispatcher;
 }
 

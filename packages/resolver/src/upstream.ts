@@ -14,7 +14,8 @@ import { Agent, type Dispatcher, request } from 'undici';
 import { parseChallenge } from './challenge.ts';
 import { fetchContent } from './content.ts';
 import { type Credential, decodeDockerConfig } from './credentials.ts';
-import type { UpstreamClient, UpstreamClientOptions, UpstreamOutcome } from './types.ts';
+import { createOutboundPolicy } from './outbound.ts';
+import type { ContentOutcome, UpstreamClient, UpstreamClientOptions, UpstreamOutcome } from './types.ts';
 
 const DEFAULT_TIMEOUT_MS = 1000;
 /** Distribution refuses manifests above 4 MiB; so do we when hashing a GET body. */
@@ -74,33 +75,31 @@ export const defaultEndpoint = (registry: string): string => registryEndpoint(re
  */
 export const endpointsFromUrls = (urls: string[]): Record<string, string> => endpointsOf(urls);
 
-function describeError(
+/** The text clients see for any network failure (refused, reset, timeout, TLS, DNS: all alike). */
+export const UNREACHABLE = 'upstream unreachable';
+
+/** An `unavailable` outcome for a failed request: a client-safe reason, the cause for logs. */
+function failure(
   err: unknown,
   deadline: AbortSignal,
   caller: AbortSignal | undefined,
   timeoutMs: number,
-): string {
-  if (caller?.aborted) return 'aborted by caller';
-  if (deadline.aborted) return `timeout after ${timeoutMs} ms`;
+): UpstreamOutcome {
+  if (caller?.aborted) return { kind: 'unavailable', reason: 'aborted by caller' };
   const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e?.code === REFUSED_CODE) return { kind: 'unavailable', reason: e.message ?? 'not allowed' };
   const code = e?.code ?? e?.cause?.code;
-  switch (code) {
-    case 'ECONNREFUSED':
-      return 'connection refused';
-    case 'ECONNRESET':
-    case 'UND_ERR_SOCKET':
-      return 'connection reset';
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return 'name not resolved';
-    case 'UND_ERR_CONNECT_TIMEOUT':
-      return 'connect timeout';
-    case 'UND_ERR_HEADERS_TIMEOUT':
-    case 'UND_ERR_BODY_TIMEOUT':
-      return 'timeout';
-    default:
-      return `${code ? `${code}: ` : ''}${e?.cause?.message ?? e?.message ?? String(err)}`.slice(0, 200);
-  }
+  const detail = deadline.aborted
+    ? `timeout after ${timeoutMs} ms`
+    : `${code ? `${code}: ` : ''}${e?.cause?.message ?? e?.message ?? String(err)}`.slice(0, 200);
+  return { kind: 'unavailable', reason: UNREACHABLE, detail };
+}
+
+const REFUSED_CODE = 'ERR_FERRY_OUTBOUND_REFUSED';
+
+/** Thrown by `open` for a URL the outbound policy refuses (no connection is made). */
+function refused(why: string): Error {
+  return Object.assign(new Error(`outbound request refused: ${why}`), { code: REFUSED_CODE });
 }
 
 /** Waits for `p`, but rejects as soon as `signal` aborts (`p` keeps running for its other waiters). */
@@ -140,8 +139,15 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
   for (const [host, url] of Object.entries(opts.endpoints ?? {})) {
     endpoints.set(normalizeRegistry(host), url.replace(/\/+$/, ''));
   }
+  const policy = createOutboundPolicy({
+    mirroredRegistries: opts.mirroredRegistries ?? [],
+    endpoints: Object.fromEntries(endpoints),
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
+  });
   const ownDispatcher = opts.dispatcher === undefined;
-  const dispatcher: Dispatcher = opts.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: 16 });
+  const dispatcher: Dispatcher =
+    opts.dispatcher ??
+    new Agent({ keepAliveTimeout: 30_000, connections: 16, connect: { lookup: policy.connectLookup } });
 
   /** (registry, scope) -> token. */
   const tokens = new Map<string, CachedToken>();
@@ -162,6 +168,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
     signal: AbortSignal,
     body?: string,
   ): Promise<Dispatcher.ResponseData> {
+    const why = URL.canParse(url) ? policy.checkUrl(new URL(url)) : 'not a URL';
+    if (why !== undefined) return Promise.reject(refused(why));
     return request(url, {
       method,
       headers: { 'user-agent': USER_AGENT, ...headers },
@@ -209,8 +217,10 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
       url = new URL(realm);
       if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error('not http(s)');
     } catch {
-      return { kind: 'unavailable', reason: `bad token realm ${JSON.stringify(realm).slice(0, 100)}` };
+      return { kind: 'unavailable', reason: 'bad token realm' };
     }
+    const why = policy.checkRealm(url);
+    if (why !== undefined) return { kind: 'unavailable', reason: `token realm refused: ${why}` };
     let reply: Reply;
     if (cred?.kind === 'identity') {
       const form = new URLSearchParams({
@@ -388,17 +398,21 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
     async resolveTag(registry, repository, tag, callOpts = {}) {
       const reg = normalizeRegistry(registry);
       if (!isValidRepository(repository) || !isValidTag(tag)) return { kind: 'not-found' };
+      const why = policy.checkRegistry(reg);
+      if (why !== undefined) return { kind: 'unavailable', reason: why };
       const deadline = AbortSignal.timeout(timeoutMs);
       const signal = callOpts.signal ? AbortSignal.any([deadline, callOpts.signal]) : deadline;
       try {
         return await resolve(reg, repository, tag, signal);
       } catch (err) {
-        return { kind: 'unavailable', reason: describeError(err, deadline, callOpts.signal, timeoutMs) };
+        return failure(err, deadline, callOpts.signal, timeoutMs);
       }
     },
     async fetchContent(registry, repository, kind, digest, callOpts = {}) {
       const reg = normalizeRegistry(registry);
       if (!isValidRepository(repository)) return { kind: 'not-found' };
+      const why = policy.checkRegistry(reg);
+      if (why !== undefined) return { kind: 'unavailable', reason: why };
       const base = endpoints.get(reg) ?? defaultEndpoint(reg);
       // The deadline bounds the headers; the body follows the caller's signal only.
       const headers = new AbortController();
@@ -417,10 +431,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): Upstream
           signal,
         );
       } catch (err) {
-        return {
-          kind: 'unavailable',
-          reason: describeError(err, headers.signal, callOpts.signal, timeoutMs),
-        };
+        return failure(err, headers.signal, callOpts.signal, timeoutMs) as ContentOutcome;
       } finally {
         clearTimeout(timer);
       }

@@ -55,7 +55,8 @@ describe('upstream client against a real docker-registry (anonymous)', () => {
     await reg.stop();
     const down = await client.resolveTag(reg.host, 'team/oci', 'v1');
     assert.equal(down.kind, 'unavailable');
-    assert.match(down.kind === 'unavailable' ? down.reason : '', /connection refused/);
+    assert.equal(down.kind === 'unavailable' ? down.reason : '', 'upstream unreachable');
+    assert.match(down.kind === 'unavailable' ? (down.detail ?? '') : '', /ECONNREFUSED/);
   });
 
   test('a server that accepts and never answers -> unavailable (timeout) within the deadline', async (t) => {
@@ -75,7 +76,11 @@ describe('upstream client against a real docker-registry (anonymous)', () => {
     const client = createUpstreamClient({ timeoutMs: 300, endpoints: { [host]: `http://${host}` } });
     t.after(() => client.close());
     const out = await client.resolveTag(host, 'a/b', 'c');
-    assert.deepEqual(out, { kind: 'unavailable', reason: 'timeout after 300 ms' });
+    assert.deepEqual(out, {
+      kind: 'unavailable',
+      reason: 'upstream unreachable',
+      detail: 'timeout after 300 ms',
+    });
     assert.ok(sockets.size >= 1, 'the client did connect');
 
     // The caller's own signal also ends it, reported as such.
@@ -343,7 +348,8 @@ describe('Bearer token flow (fake issuer + fake registry)', () => {
     t.after(() => client.close());
     assert.deepEqual(await client.resolveTag(host, 'a/b', 'c'), {
       kind: 'unavailable',
-      reason: 'timeout after 300 ms',
+      reason: 'upstream unreachable',
+      detail: 'timeout after 300 ms',
     });
   });
 });
