@@ -108,6 +108,9 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 const noLogger: PinnerLogger = { debug() {}, info() {}, warn() {} };
 
+/** Longest request uid answered (Kubernetes uids are 36 characters). */
+const MAX_UID_LENGTH = 128;
+
 /** Creates the pinner. Throws when an include/exclude pattern is not a valid regex. */
 export function createPinner(opts: PinnerOptions): Pinner {
   const now = opts.now ?? Date.now;
@@ -160,8 +163,8 @@ export function createPinner(opts: PinnerOptions): Pinner {
 
     const kind = isRecord(request.kind) ? request.kind : undefined;
     if (kind?.kind !== 'Pod' || (kind.group ?? '') !== '') {
-      error('wrong-kind', { kind });
-      const msg = `ferry pinner: expected a Pod, got ${JSON.stringify(kind?.kind ?? null)}; nothing pinned`;
+      error('wrong-kind');
+      const msg = 'ferry pinner: expected a Pod; nothing pinned';
       return allow([msg], msg);
     }
     const operation = request.operation;
@@ -195,7 +198,7 @@ export function createPinner(opts: PinnerOptions): Pinner {
       if ('reason' in p) {
         if (p.reason === 'invalid') {
           error('invalid-reference', { image: site.image });
-          warnings.push(`ferry pinner: ${p.message}; left as is`);
+          warnings.push(`ferry pinner: ${p.message.slice(0, 200)}; left as is`);
         }
         continue;
       }
@@ -291,18 +294,18 @@ export function createPinner(opts: PinnerOptions): Pinner {
       try {
         if (!isRecord(body)) return badRequest('expected a JSON AdmissionReview object');
         if (body.kind !== 'AdmissionReview') {
-          return badRequest(`expected kind AdmissionReview, got ${JSON.stringify(body.kind ?? null)}`);
+          return badRequest('expected kind AdmissionReview');
         }
         if (typeof body.apiVersion !== 'string' || !ADMISSION_VERSIONS.has(body.apiVersion)) {
-          return badRequest(
-            `expected apiVersion admission.k8s.io/v1, got ${JSON.stringify(body.apiVersion ?? null)}`,
-          );
+          return badRequest('expected apiVersion admission.k8s.io/v1');
         }
         const request = body.request;
         if (!isRecord(request)) return badRequest('AdmissionReview has no request object');
         if (typeof request.uid !== 'string' || request.uid === '') {
           return badRequest('AdmissionReview request.uid is missing');
         }
+        // The uid is echoed in the answer (the protocol needs it): only a UID-sized one.
+        if (request.uid.length > MAX_UID_LENGTH) return badRequest('AdmissionReview request.uid is too long');
         const apiVersion = body.apiVersion;
         const uid = request.uid;
         try {

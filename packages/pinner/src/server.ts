@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
+import { BodyError, jsonDeeperThan, readBoundedBody } from './body.ts';
 import type { Pinner } from './pinner.ts';
 
 /** Options of createPinnerServer. */
@@ -22,6 +23,8 @@ export interface PinnerServerOptions {
   metricsRegistry?: Registry;
   /** Largest AdmissionReview accepted, bytes. Default 8 MiB (a Pod is at most ~1.5 MiB in etcd). */
   bodyLimit?: number;
+  /** Deepest JSON nesting accepted. Default 64 (a Pod nests about 12 deep). */
+  maxDepth?: number;
   /** Fastify logger (warnings: TLS reload problems). Default: none. */
   logger?: FastifyBaseLogger;
 }
@@ -75,7 +78,6 @@ export async function createPinnerServer(opts: PinnerServerOptions): Promise<Pin
   const bodyLimit = opts.bodyLimit ?? 8 * 1024 * 1024;
   const app = Fastify({
     https: { key: initial.key, cert: initial.cert },
-    bodyLimit,
     // Request logs are info-level: fastify's own logger passes only warnings and errors.
     ...(opts.logger ? { loggerInstance: opts.logger.child({}, { level: 'warn' }) } : { logger: false }),
   });
@@ -107,15 +109,26 @@ export async function createPinnerServer(opts: PinnerServerOptions): Promise<Pin
     reloadTls();
   });
 
-  // The body is parsed here, not by fastify, so a malformed one gets the pinner's own clear 400.
+  const maxDepth = opts.maxDepth ?? 64;
+  // The body is read here, not by fastify: bounded (a too-large one is drained, then answered 413) and
+  // parsed by the route, so every problem gets the pinner's own short answer.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', (_req, payload, done) => {
+    readBoundedBody(payload, bodyLimit, 4 * bodyLimit).then(
+      (text) => done(null, text),
+      (err: Error) => done(err, undefined),
+    );
+  });
 
+  // Short fixed texts: an error never quotes the request.
   app.setErrorHandler((err: { statusCode?: number; message: string }, _req, reply) => {
+    if (err instanceof BodyError) {
+      pinner.metrics.errors.inc({ reason: err.status === 413 ? 'too-large' : 'bad-request' });
+      return reply.code(err.status).send({ error: err.message });
+    }
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    if (status >= 500) pinner.metrics.errors.inc({ reason: 'internal' });
-    else pinner.metrics.errors.inc({ reason: 'bad-request' });
-    return reply.code(status).send({ error: err.message });
+    pinner.metrics.errors.inc({ reason: status >= 500 ? 'internal' : 'bad-request' });
+    return reply.code(status).send({ error: status >= 500 ? 'internal error' : 'bad request' });
   });
 
   app.post('/mutate', async (req, reply) => {
@@ -124,12 +137,16 @@ export async function createPinnerServer(opts: PinnerServerOptions): Promise<Pin
       pinner.metrics.errors.inc({ reason: 'bad-request' });
       return reply.code(400).send({ error: 'empty body: expected an AdmissionReview (JSON)' });
     }
+    if (jsonDeeperThan(text, maxDepth)) {
+      pinner.metrics.errors.inc({ reason: 'bad-request' });
+      return reply.code(400).send({ error: `body nests deeper than ${maxDepth} levels` });
+    }
     let body: unknown;
     try {
       body = JSON.parse(text);
-    } catch (err) {
+    } catch {
       pinner.metrics.errors.inc({ reason: 'bad-request' });
-      return reply.code(400).send({ error: `body is not JSON: ${(err as Error).message}` });
+      return reply.code(400).send({ error: 'body is not JSON: expected an AdmissionReview' });
     }
     const result = await pinner.review(body);
     return reply.code(result.status).type('application/json').send(JSON.stringify(result.body));

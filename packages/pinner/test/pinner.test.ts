@@ -319,7 +319,7 @@ describe('review', () => {
     for (const [body, msg] of [
       [null, /JSON AdmissionReview object/],
       [[], /JSON AdmissionReview object/],
-      [{ kind: 'Pod' }, /expected kind AdmissionReview, got "Pod"/],
+      [{ kind: 'Pod' }, /^expected kind AdmissionReview$/],
       [{ kind: 'AdmissionReview', apiVersion: 'v2' }, /expected apiVersion admission.k8s.io\/v1/],
       [{ kind: 'AdmissionReview', apiVersion: 'admission.k8s.io/v1' }, /no request object/],
       [
@@ -337,7 +337,7 @@ describe('review', () => {
     const r = (res.body as { response: { uid: string; allowed: boolean; warnings: string[] } }).response;
     assert.equal(r.uid, 'uid-1');
     assert.equal(r.allowed, true);
-    assert.match(r.warnings[0]!, /expected a Pod, got "Deployment"/);
+    assert.match(r.warnings[0]!, /expected a Pod; nothing pinned/);
     const noObject = await pinner.review(review(pod({}), { object: 'x' }));
     assert.match(JSON.stringify(noObject.body), /not a Pod object/);
     const weird = await pinner.review(review(pod({ containers: [{ name: 'a', image: 'UPPER/Case:1' }] })));
@@ -348,5 +348,27 @@ describe('review', () => {
       await pinner.metrics.registry.metrics(),
       /ferry_pinner_errors_total\{reason="bad-request"\} 7/,
     );
+  });
+
+  it('never echoes input: a 5 MB kind, apiVersion or uid comes back as a short fixed text', async () => {
+    const { pinner } = pinnerWith({});
+    const huge = 'K'.repeat(5 * 1024 * 1024);
+    for (const body of [
+      { kind: huge },
+      { kind: 'AdmissionReview', apiVersion: huge },
+      { kind: 'AdmissionReview', apiVersion: 'admission.k8s.io/v1', request: { uid: huge } },
+    ]) {
+      const res = await pinner.review(body);
+      assert.equal(res.status, 400);
+      assert.ok(JSON.stringify(res.body).length < 200, JSON.stringify(res.body).slice(0, 100));
+    }
+    const wrongKind = review(pod({}), { kind: { group: '', version: 'v1', kind: huge } });
+    const res = await pinner.review(wrongKind);
+    assert.equal(res.status, 200);
+    assert.equal((res.body as { response: { allowed: boolean } }).response.allowed, true);
+    assert.ok(JSON.stringify(res.body).length < 500);
+    const image = await pinner.review(review(pod({ containers: [{ name: 'a', image: `UPPER/${huge}` }] })));
+    assert.equal((image.body as { response: { allowed: boolean } }).response.allowed, true);
+    assert.ok(JSON.stringify(image.body).length < 1000);
   });
 });

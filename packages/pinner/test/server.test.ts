@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { connect } from 'node:tls';
 import { createMemoryLastKnownStore } from '@ferry/resolver';
@@ -52,9 +53,9 @@ describe('pinner HTTPS server', () => {
     assert.equal(ok.status, 200);
     assert.equal(patchOf(ok.json)[0]!.value, `a:1@${D1}`);
 
-    const bad = await post('{"kind": ');
+    const bad = await post('{"kind": "secret-looking-input');
     assert.equal(bad.status, 400);
-    assert.match(String(bad.json.error), /body is not JSON/);
+    assert.equal(bad.json.error, 'body is not JSON: expected an AdmissionReview');
     const empty = await post('');
     assert.equal(empty.status, 400);
     const noUid = await post(
@@ -76,6 +77,68 @@ describe('pinner HTTPS server', () => {
       request(`${base}/healthz`, { dispatcher: wrong }),
       /altnames|ERR_TLS_CERT_ALTNAME_INVALID/i,
     );
+  });
+
+  it('bounds hostile bodies: 9 MB gets a 413 (not a dropped connection), deep JSON a 400, nothing echoed', async (t) => {
+    const ca = makeCa();
+    t.after(() => ca.remove());
+    const pair = ca.issue('server', [NAME, '127.0.0.1']);
+    const pinner = createPinner({
+      upstream: fakeUpstream().client,
+      store: createMemoryLastKnownStore(),
+      clusterUrl: '',
+    });
+    const server = await createPinnerServer({ pinner, tlsCertFile: pair.cert, tlsKeyFile: pair.key });
+    t.after(() => server.close());
+    const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+    const dispatcher = new Agent({ connect: { ca: ca.ca(), servername: NAME } });
+    t.after(() => dispatcher.close());
+    const post = async (body: string) => {
+      const res = await request(`https://127.0.0.1:${port}/mutate`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        dispatcher,
+      });
+      const text = await res.body.text();
+      return { status: res.statusCode, text };
+    };
+    // 9 MB, with and without a Content-Length (chunked, as a streaming client sends it).
+    const nine = `{"kind":"${'A'.repeat(9 * 1024 * 1024)}"}`;
+    const big = await post(nine);
+    assert.equal(big.status, 413);
+    assert.ok(big.text.length < 200 && !big.text.includes('AAAA'), big.text.slice(0, 100));
+    const chunked = await request(`https://127.0.0.1:${port}/mutate`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: Readable.from(
+        (function* () {
+          for (let i = 0; i < nine.length; i += 64 * 1024) yield Buffer.from(nine.slice(i, i + 64 * 1024));
+        })(),
+      ),
+      dispatcher,
+    });
+    assert.equal(chunked.statusCode, 413);
+    assert.ok((await chunked.body.text()).length < 200);
+
+    const deep = await post(`${'['.repeat(100_000)}${']'.repeat(100_000)}`);
+    assert.equal(deep.status, 400);
+    assert.match(deep.text, /deeper than 64 levels/);
+    const deepObject = await post(
+      `{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":${'{"a":'.repeat(50_000)}1${'}'.repeat(50_001)}`,
+    );
+    assert.equal(deepObject.status, 400);
+    // A bracket inside a string is not nesting.
+    const inString = await post(JSON.stringify({ kind: '[[[['.repeat(100) }));
+    assert.equal(inString.status, 400);
+    assert.equal(JSON.parse(inString.text).error, 'expected kind AdmissionReview');
+
+    // The server still answers afterwards.
+    const health = await request(`https://127.0.0.1:${port}/healthz`, { dispatcher });
+    assert.equal(health.statusCode, 200);
+    await health.body.dump();
+    const metrics = await pinner.metrics.registry.metrics();
+    assert.match(metrics, /ferry_pinner_errors_total\{reason="too-large"\} 2/);
   });
 
   it('serves a rotated certificate from the next connection, and keeps the old pair while files mismatch', async (t) => {
