@@ -208,6 +208,7 @@ const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string } | { releas
   registryAddr: { path: 'service.registry.port', sample: 15000, env: ':15000' },
   routerAddr: { path: 'service.router.port', sample: 15001, env: ':15001' },
   metricsAddr: { path: 'service.metrics.port', sample: 19090, env: ':19090' },
+  statusAddr: { path: 'service.status.port', sample: 19091, env: '127.0.0.1:19091' },
   advertiseHost: { path: 'ferry.advertiseHost', sample: '$(POD_IP)', env: '$(POD_IP)' },
   containerdSock: {
     path: 'ferry.containerdSock',
@@ -357,6 +358,7 @@ const MUTATIONS: Record<string, unknown> = {
   'service.registry.port': 30020,
   'service.router.port': 30021,
   'service.metrics.port': 9191,
+  'service.status.port': 9192,
   'service.metrics.annotations': { 'example.com/a': 'b' },
   'service.bootstrap.annotations': { 'example.com/a': 'b' },
   'ferry.advertiseHost': '$(POD_IP)',

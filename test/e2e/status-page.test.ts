@@ -98,7 +98,7 @@ after(async () => {
 
 test('/debug/measure on B times the lookup and the pull of every digest, each served by A', async () => {
   const ref = cluster.ref('demo/app:v1');
-  const page = await openPage(`${b.agent!.opsUrl}/debug/measure?image=${encodeURIComponent(ref)}`);
+  const page = await openPage(`${b.agent!.statusUrl}/debug/measure?image=${encodeURIComponent(ref)}`);
   const rows = page.locator('tr.measure-row');
   const keys = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-key')));
   assert.deepEqual(keys, [`${cluster.upstream.host}/demo/app:v1`, ...digestsOf(app)]);
@@ -115,7 +115,7 @@ test('/debug/measure on B times the lookup and the pull of every digest, each se
 
   // The same as JSON; and a bad reference is a 400 that says what is wrong.
   const json = (await (
-    await fetch(`${b.agent!.opsUrl}/debug/measure?image=${encodeURIComponent(ref)}`, {
+    await fetch(`${b.agent!.statusUrl}/debug/measure?image=${encodeURIComponent(ref)}`, {
       headers: { accept: 'application/json' },
     })
   ).json()) as {
@@ -130,7 +130,7 @@ test('/debug/measure on B times the lookup and the pull of every digest, each se
     json.rows.map((r) => [r.key, r.pull?.source, r.pull?.peer]),
     keys.map((k) => [k, 'peer', aPeerId]),
   );
-  const bad = await fetch(`${b.agent!.opsUrl}/debug/measure?image=${encodeURIComponent('Not A Ref!')}`);
+  const bad = await fetch(`${b.agent!.statusUrl}/debug/measure?image=${encodeURIComponent('Not A Ref!')}`);
   assert.equal(bad.status, 400);
   assert.match(await bad.text(), /invalid image reference/);
   // Measuring stored nothing: B still does not hold the image.
@@ -139,7 +139,7 @@ test('/debug/measure on B times the lookup and the pull of every digest, each se
 
 test("after B pulls from A, B's status page shows the peer, the image and the hit, and refreshes itself", async () => {
   await b.pull(cluster.ref('demo/app:v1'));
-  const page = await openPage(`${b.agent!.opsUrl}/`);
+  const page = await openPage(`${b.agent!.statusUrl}/`);
 
   // The page refreshes from /status in the browser (its script runs under the CSP): wait for the image.
   await page.locator('#images', { hasText: cluster.ref('demo/app:v1') }).waitFor({ timeout: 30_000 });

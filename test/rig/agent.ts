@@ -9,7 +9,7 @@ import { waitFor } from './net.ts';
 export const ferryCli = fileURLToPath(new URL('../../packages/agent/src/cli.ts', import.meta.url));
 
 /** Well-known ports: every node uses the same ones on its own address, as in a cluster. */
-export const AGENT_PORTS = { registry: 5000, router: 5001, metrics: 9090 } as const;
+export const AGENT_PORTS = { registry: 5000, router: 5001, metrics: 9090, status: 9091 } as const;
 
 export interface AgentRigOptions {
   /** Node name (logs, messages). */
@@ -38,8 +38,10 @@ export interface AgentHandle {
   readonly host: string;
   /** `http://host:5000`: the registry containerd and peers pull from. */
   readonly registryUrl: string;
-  /** `http://host:9090`: /metrics, /healthz, /readyz, /status. */
+  /** `http://host:9090`: /metrics, /healthz, /readyz. */
   readonly opsUrl: string;
+  /** `http://host:9091`: the status page, /status, /debug/measure (loopback clients only). */
+  readonly statusUrl: string;
   readonly logFile: string;
   /** Starts the agent (again); resolves when /healthz answers. */
   start(): Promise<void>;
@@ -86,6 +88,7 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
   const logFile = join(opts.dir, 'agent.log');
   const registryUrl = `http://${opts.host}:${AGENT_PORTS.registry}`;
   const opsUrl = `http://${opts.host}:${AGENT_PORTS.metrics}`;
+  const statusUrl = `http://${opts.host}:${AGENT_PORTS.status}`;
   const args = [
     ...(opts.nodeArgs ?? []),
     opts.entry ?? ferryCli,
@@ -93,6 +96,7 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
     `--registry-addr=${opts.host}:${AGENT_PORTS.registry}`,
     `--router-addr=${opts.host}:${AGENT_PORTS.router}`,
     `--metrics-addr=${opts.host}:${AGENT_PORTS.metrics}`,
+    `--status-addr=${opts.host}:${AGENT_PORTS.status}`,
     `--containerd-sock=${opts.containerd.socket}`,
     `--containerd-content-path=${opts.containerd.contentPath}`,
     `--containerd-config-path=${opts.containerd.hostsDir}`,
@@ -142,6 +146,7 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
     host: opts.host,
     registryUrl,
     opsUrl,
+    statusUrl,
     logFile,
     start,
     async stop() {
@@ -171,7 +176,7 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
       return sum;
     },
     async status() {
-      const res = await fetch(`${opsUrl}/status`);
+      const res = await fetch(`${statusUrl}/status`);
       return (await res.json()) as Record<string, unknown>;
     },
   };

@@ -13,7 +13,7 @@ import {
 import type { ByteRange } from '@ferry/oci';
 import { createP2PNode, createPeerAuth, type P2PNode, readNetworkKeyFile } from '@ferry/p2p';
 import { type ContentInfo, type ContentSource, createRegistryServer, isLoopback } from '@ferry/registry';
-import type { FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { AgentConfig, ListenAddress } from './config.ts';
 import { createAgentPullThrough } from './first-pull.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -274,36 +274,43 @@ export async function startAgent(
         if (!router.ready()) reasons.push('router has no peers');
         return { reasons };
       },
-      // The status page at /, its JSON at /status, and /debug/measure.
-      extend: (app) =>
-        registerStatusRoutes(app, {
-          status: createStatusSource({
-            router,
-            tracker,
-            history,
-            policy: describePolicy(config),
-            containerd: () => ({ connected: watcher.connected(), socket: config.containerdSock }),
-            ...(pinner
-              ? {
-                  pinner: () => ({
-                    recent: pinner.pinner.recent(20).map((r) => ({ ...r, resolvedAt: r.resolvedAt || r.at })),
-                  }),
-                }
-              : {}),
-            ...(firstPull === undefined ? {} : { transfers: () => firstPull.pullThrough.list() }),
-          }),
-          measurer: createMeasurer({ router, history, registryUrl: localRegistryUrl(registryAddr) }),
-        }),
     });
     closers.push({ name: 'ops', close: () => ops.close() });
+
+    // The status page at /, its JSON at /status, and /debug/measure: on their own listener (loopback by default).
+    const statusServer: FastifyInstance = Fastify({
+      loggerInstance: logger.child({ component: 'status' }, { level: 'warn' }) as FastifyBaseLogger,
+    });
+    await registerStatusRoutes(statusServer, {
+      status: createStatusSource({
+        router,
+        tracker,
+        history,
+        policy: describePolicy(config),
+        containerd: () => ({ connected: watcher.connected(), socket: config.containerdSock }),
+        ...(pinner
+          ? {
+              pinner: () => ({
+                recent: pinner.pinner.recent(20).map((r) => ({ ...r, resolvedAt: r.resolvedAt || r.at })),
+              }),
+            }
+          : {}),
+        ...(firstPull === undefined ? {} : { transfers: () => firstPull.pullThrough.list() }),
+      }),
+      measurer: createMeasurer({ router, history, registryUrl: localRegistryUrl(registryAddr) }),
+    });
+    closers.push({ name: 'status', close: () => statusServer.close() });
 
     await registryServer.listen({ host: listenHost(registryAddr), port: registryAddr.port });
     const metricsAddr = config.metricsAddr as ListenAddress;
     await ops.listen({ host: listenHost(metricsAddr), port: metricsAddr.port });
+    const statusAddr = config.statusAddr as ListenAddress;
+    await statusServer.listen({ host: listenHost(statusAddr), port: statusAddr.port });
     logger.info(
       {
         registry: `${listenHost(registryAddr)}:${registryAddr.port}`,
         metrics: `${listenHost(metricsAddr)}:${metricsAddr.port}`,
+        status: `${listenHost(statusAddr)}:${statusAddr.port}`,
       },
       'agent listening',
     );

@@ -79,6 +79,13 @@ export const agentSpecs = {
     default: ':9090',
     description: 'Listen address of the ops server: /metrics, /healthz, /readyz.',
   }),
+  statusAddr: spec({
+    type: 'address',
+    schema: addressSchema,
+    default: '127.0.0.1:9091',
+    description:
+      "Listen address of the status server (the status page at /, /status, /debug/measure: image names and digests). Keep it on the node's loopback; it answers only loopback clients.",
+  }),
   advertiseHost: spec({
     type: 'host',
     schema: hostSchema,
@@ -337,8 +344,8 @@ export function resolveAgentConfig(
   io: LoadConfigIo = {},
 ): AgentConfig {
   const r = agentTable.resolve(flags, env, io, ({ values, sources }, issues, option) => {
-    // The three listeners need distinct ports.
-    const listeners = ['registryAddr', 'routerAddr', 'metricsAddr'] as const;
+    // The listeners need distinct ports.
+    const listeners = ['registryAddr', 'routerAddr', 'metricsAddr', 'statusAddr'] as const;
     for (let i = 0; i < listeners.length; i++) {
       for (let j = 0; j < i; j++) {
         const a = values[listeners[j]!];

@@ -240,6 +240,14 @@ describe('status routes', () => {
     assert.equal(json.recentRequests[0]?.peer, PEER_A);
     assert.equal(json.mirror.hitRatio, 1);
     assert.equal(json.pinner, undefined);
+    // Image names, private tags and digests: never to a client off the node's loopback.
+    for (const url of ['/', '/status', '/status/body', '/debug/measure?image=a/b:c']) {
+      const remote = await app.inject({ url, remoteAddress: '10.0.0.5' });
+      assert.equal(remote.statusCode, 403, url);
+      assert.ok(!remote.body.includes('peerId') && !remote.body.includes(PEER_A), url);
+    }
+    assert.equal((await app.inject({ url: '/status', remoteAddress: '::ffff:127.0.0.9' })).statusCode, 200);
+    assert.equal((await app.inject({ url: '/status', remoteAddress: '::1' })).statusCode, 200);
     const body = await app.inject({ url: '/status/body' });
     assert.equal(body.statusCode, 200);
     assert.match(String(body.headers['content-type']), /text\/html/);

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostPort, OciError } from '@ferry/oci';
 import type { P2PNode } from '@ferry/p2p';
+import { isLoopback } from '@ferry/registry';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Tracker } from '../tracker.ts';
 import type { StatusData, StatusPinner, StatusPolicy, StatusTransfer } from './data.ts';
@@ -95,9 +96,19 @@ function wantsJson(req: FastifyRequest): boolean {
   return /application\/json/.test(accept) && !/text\/html/.test(accept);
 }
 
-/** Registers `/`, `/status`, `/status/body` and `/debug/measure` on a fastify instance. */
+/** Registers `/`, `/status`, `/status/body` and `/debug/measure` on a fastify instance (loopback clients only). */
 export async function registerStatusRoutes(app: FastifyInstance, opts: StatusRoutesOptions): Promise<void> {
   const refreshMs = opts.refreshMs ?? 3000;
+
+  // Image names, tags (private ones too) and digests: only for clients on this node's loopback
+  // (`kubectl port-forward` to the hostNetwork pod arrives there).
+  app.addHook('onRequest', async (req, reply) => {
+    if (!isLoopback(req.socket.remoteAddress ?? '')) {
+      return reply.code(403).send({
+        error: 'the status server answers only clients on the node itself (use kubectl port-forward)',
+      });
+    }
+  });
 
   app.get('/status', async (_req, reply) =>
     reply.header('cache-control', 'no-store').send(await opts.status()),
