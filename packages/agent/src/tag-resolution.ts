@@ -65,7 +65,16 @@ export async function createAgentTagPolicy(
   }
   let lastKnown: LastKnownStore;
   if (config.dataDir !== undefined) {
-    lastKnown = await openLastKnownStore(join(config.dataDir, 'tags'), { logger });
+    try {
+      lastKnown = await openLastKnownStore(join(config.dataDir, 'tags'), { logger });
+    } catch (err) {
+      // A cache never stops the mirror: an unwritable or full data dir keeps last-known digests in memory.
+      logger.warn(
+        { component: 'tags', err: (err as Error).message, dataDir: config.dataDir },
+        'LAST-KNOWN DATABASE UNAVAILABLE: tag digests are kept in memory only (bounded) and lost on restart',
+      );
+      lastKnown = createMemoryLastKnownStore();
+    }
   } else {
     logger.warn(
       { component: 'tags' },

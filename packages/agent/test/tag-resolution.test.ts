@@ -72,6 +72,30 @@ describe('createAgentTagPolicy', () => {
     assert.equal((await second.lastKnown.get('ghcr.io', 'a/b', 'v1'))?.resolvedAt, 42);
   });
 
+  it('an unusable data dir does not stop it: last-known digests in memory, a loud error', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-agent-tags-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    // A regular file where the data dir should be: nothing can be created under it.
+    writeFileSync(join(dir, 'file'), '');
+    const config = loadAgentConfig(['--data-dir', join(dir, 'file')], {}, noFile);
+    const log = recorder();
+    const policy = await createAgentTagPolicy(config, log.logger);
+    t.after(() => policy.close());
+    assert.ok(
+      log.lines.some((l) => l.level === 'warn' && /LAST-KNOWN DATABASE UNAVAILABLE/.test(String(l.msg))),
+    );
+    const r = {
+      registry: 'ghcr.io',
+      repository: 'a/b',
+      tag: 'v1',
+      digest: `sha256:${'b'.repeat(64)}`,
+      resolvedAt: Date.now(),
+      source: 'upstream' as const,
+    };
+    assert.equal(await policy.lastKnown.record(r), true);
+    assert.equal((await policy.lastKnown.get('ghcr.io', 'a/b', 'v1'))?.digest, r.digest);
+  });
+
   it('asks the upstream at the endpoint derived from --mirrored-registries, with the configured credentials', async (t) => {
     const seen: { method?: string; url?: string; auth?: string }[] = [];
     const digest = `sha256:${'c'.repeat(64)}`;
