@@ -88,7 +88,12 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
   let rangeRejected: string | undefined;
   let message = '';
   const hedgeDelay = () =>
-    s.hedgeDelayMs === 'adaptive' ? Math.min(Math.max(s.latency.p90(), 5), s.peerTimeoutMs) : s.hedgeDelayMs;
+    // Whole milliseconds: AbortSignal.timeout throws on a fraction, and observed latencies have them.
+    Math.ceil(
+      s.hedgeDelayMs === 'adaptive'
+        ? Math.min(Math.max(s.latency.p90(), 5), s.peerTimeoutMs)
+        : s.hedgeDelayMs,
+    );
   const failed = () => `all ${attempts} peer attempts failed (${failures.join('; ')})`;
 
   const start = (peer: Peer) => {

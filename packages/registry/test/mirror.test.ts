@@ -166,6 +166,23 @@ describe('mirroring from peers', () => {
     );
   });
 
+  it('adaptive hedging works from measured latencies, which have fractions of a millisecond', async (t) => {
+    const img = sampleImage(20_000);
+    const silent = await startSilentPeer(t, 'silent');
+    const good = await startPeer(t, 'good');
+    storeImage(good.source, img);
+    const { app } = await node(
+      t,
+      { [img.layerDigest]: [good.peer], [img.manifestDigest]: [silent.peer, good.peer] },
+      { hedgeDelayMs: 'adaptive', peerTimeoutMs: 60_000 },
+    );
+    // The first fetch records a latency (a fraction of a millisecond); the second hedges with it.
+    const first = await app.inject({ url: `/v2/library/app/blobs/${img.layerDigest}` });
+    assert.equal(first.statusCode, 200);
+    const second = await app.inject({ method: 'HEAD', url: `/v2/library/app/blobs/${img.manifestDigest}` });
+    assert.equal(second.statusCode, 200);
+  });
+
   it('resumes a blob broken mid-stream from another peer, with exact bytes', async (t) => {
     const img = sampleImage(400_000);
     const flaky = await startFlakyPeer(t, 'flaky', img.layer, 100_000);
