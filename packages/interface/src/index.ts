@@ -5,4 +5,4 @@
  * authentication (@ferry/p2p implements, @ferry/registry consumes).
  */
 export type { Peer, PeerAuth, PeerRequestAuth, PeerResponseProof, Router } from './peer.ts';
-export type { TagMode, TagResolution, UpstreamOutcome } from './tag.ts';
+export type { ContentOutcome, TagMode, TagResolution, UpstreamOutcome } from './tag.ts';

@@ -33,3 +33,19 @@ export type UpstreamOutcome =
   | { kind: 'unauthorized'; status: 401 | 403 }
   /** 404 MANIFEST_UNKNOWN / NAME_UNKNOWN. */
   | { kind: 'not-found' };
+
+/** What the upstream answered for content (a blob or a manifest) by digest. */
+export type ContentOutcome =
+  | {
+      kind: 'content';
+      /** The whole content's size (from Content-Length, or Content-Range's total). */
+      size: number;
+      /** Where `body` starts (the requested offset). */
+      offset: number;
+      mediaType?: string;
+      /** The bytes from `offset` to the end, unverified. */
+      body: AsyncIterable<Buffer>;
+      /** Stop reading and release the connection. */
+      cancel(): void;
+    }
+  | Exclude<UpstreamOutcome, { kind: 'resolved' }>;

@@ -1,25 +1,9 @@
-import type { TagResolution as Resolution, UpstreamOutcome } from '@ferry/interface';
+import type { ContentOutcome, TagResolution as Resolution, UpstreamOutcome } from '@ferry/interface';
 import type { Dispatcher } from 'undici';
 import type { LookupAll } from './outbound.ts';
 
 /** A tag resolution and the upstream's outcome are shared contracts (@ferry/interface). */
-export type { Resolution, UpstreamOutcome };
-
-/** What the upstream answered for content (a blob or a manifest) by digest. */
-export type ContentOutcome =
-  | {
-      kind: 'content';
-      /** The whole content's size (from Content-Length, or Content-Range's total). */
-      size: number;
-      /** Where `body` starts (the requested offset). */
-      offset: number;
-      mediaType?: string;
-      /** The bytes from `offset` to the end, unverified. */
-      body: AsyncIterable<Buffer>;
-      /** Stop reading and release the connection. */
-      cancel(): void;
-    }
-  | Exclude<UpstreamOutcome, { kind: 'resolved' }>;
+export type { ContentOutcome, Resolution, UpstreamOutcome };
 
 /** One entry of a Docker `config.json` `auths` map. */
 export interface DockerAuthEntry {
