@@ -11,6 +11,7 @@ cd "$root"
 echo "== image"; bash scripts/image.sh
 echo "== typecheck"; tsc -p tsconfig.json --noEmit
 echo "== lint"; biome check --reporter=summary .
+echo "== contracts"; node scripts/contracts.ts --check
 echo "== tests"
 # Unit tests and end-to-end scenarios in one run; each file runs in its own process. The rig gives each
 # file its own loopback block, so files never collide.
