@@ -1,5 +1,9 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { PeerAuth } from '@ferry/interface';
+import { createPeerAuth } from '@ferry/p2p';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import type { BuiltImage, BuiltIndex, Cluster, ClusterNode } from '../rig/index.ts';
 import { waitFor } from '../rig/index.ts';
 
@@ -22,13 +26,31 @@ export async function registryRequest(
   node: ClusterNode,
   cluster: Cluster,
   path: string,
-  init: { method?: string; headers?: Record<string, string> } = {},
+  init: { method?: string; headers?: Record<string, string>; asPeer?: boolean } = {},
 ): Promise<Response> {
   const ns = encodeURIComponent(cluster.upstream.host);
   const sep = path.includes('?') ? '&' : '?';
-  return fetch(`${node.agent!.registryUrl}${path}${sep}ns=${ns}`, {
-    method: init.method ?? 'GET',
-    headers: init.headers ?? {},
+  const pathAndQuery = `${path}${sep}ns=${ns}`;
+  const method = init.method ?? 'GET';
+  const headers = { ...init.headers };
+  if (init.asPeer === true) {
+    // A member's request: `X-Ferry-Mirrored` plus the peer signature under the cluster's network key.
+    if (cluster.networkKey === undefined) throw new Error('asPeer needs a cluster with a network key');
+    headers['x-ferry-mirrored'] = 'true';
+    Object.assign(
+      headers,
+      (await memberAuth(cluster.networkKey)).signRequest({ method, pathAndQuery }).headers,
+    );
+  }
+  return fetch(`${node.agent!.registryUrl}${pathAndQuery}`, { method, headers });
+}
+
+/** A member of the cluster (a fresh identity holding the network key) for tests that ask as a peer. */
+async function memberAuth(networkKey: Uint8Array): Promise<PeerAuth> {
+  const key = await generateKeyPair('Ed25519');
+  return createPeerAuth({
+    keys: [networkKey],
+    node: { peerId: peerIdFromPrivateKey(key).toString(), sign: async (d) => key.sign(d) },
   });
 }
 

@@ -56,6 +56,8 @@ export interface Cluster {
   /** The shaping proxy in front of the upstream (`proxy` option). */
   readonly proxy?: ShapingProxyHandle;
   readonly nodes: ClusterNode[];
+  /** The network key every agent was given (`networkKey` option), for tests that act as a member. */
+  readonly networkKey?: Uint8Array;
   /** `host:port/<repo>:<tag>` on the upstream (on the proxy when there is one). */
   ref(repoTag: string): string;
   dispose(): Promise<void>;
@@ -95,9 +97,10 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     if (proxy !== undefined) disposers.push(() => proxy.stop());
     const front = proxy ?? upstream;
     const keyArgs: string[] = [];
-    if (opts.networkKey !== false) {
+    const networkKey = opts.networkKey === false ? undefined : randomBytes(32);
+    if (networkKey !== undefined) {
       const keyFile = join(dir, 'network.key');
-      writeFileSync(keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+      writeFileSync(keyFile, `${networkKey.toString('hex')}\n`, { mode: 0o600 });
       keyArgs.push(`--network-key-file=${keyFile}`);
     }
     const routers = Array.from({ length: n }, (_, i) => `${block.node(i + 1)}:${AGENT_PORTS.router}`);
@@ -155,6 +158,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       upstream,
       ...(proxy ? { proxy } : {}),
       nodes,
+      ...(networkKey === undefined ? {} : { networkKey }),
       ref: (repoTag) => `${front.host}/${repoTag}`,
       dispose,
     };
