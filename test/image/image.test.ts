@@ -248,6 +248,13 @@ function inNamespace(): void {
       assert.equal(await n.agent!.pid(), pid, 'the agent kept running');
       // Content that arrives after the restart is advertised: the agent is back on containerd's API.
       await n.containerd.criPull(ref);
+      // The tag key is advertised once the agent's tracker saw the image (with first-pull sharing on, node 2
+      // can already fetch the digests through node 1's spool or the upstream before that).
+      await waitFor(async () => ((await metrics(n)).get('ferry_advertised_keys{kind="tag"}') ?? 0) >= 1, {
+        timeoutMs: 60_000,
+        intervalMs: 250,
+        what: 'node 1 advertising the tag',
+      });
       await waitFor(
         async () => {
           const res = await fetch(
