@@ -5,9 +5,9 @@
  */
 
 import { join } from 'node:path';
-import type { PeerAuth } from '@ferry/interface';
+import type { ContentUpstream, PeerAuth } from '@ferry/interface';
 import type { P2PNode } from '@ferry/p2p';
-import { type ContentUpstream, PullThrough, Spool } from '@ferry/registry';
+import { PullThrough, Spool } from '@ferry/registry';
 import type { AgentConfig } from './config.ts';
 import type { Logger } from './logger.ts';
 import type { FerryMetrics } from './metrics.ts';

@@ -49,3 +49,34 @@ export type ContentOutcome =
       cancel(): void;
     }
   | Exclude<UpstreamOutcome, { kind: 'resolved' }>;
+
+/** Asks the upstream which digest a tag names (@ferry/resolver implements, @ferry/registry and @ferry/pinner consume). */
+export interface TagUpstream {
+  /** HEAD the manifest (GET when HEAD is refused, 405), Accept = manifest media types; anonymous or
+   *  Basic→Bearer token flow (WWW-Authenticate: Bearer realm,service,scope), tokens cached until expiry. */
+  resolveTag(
+    registry: string,
+    repository: string,
+    tag: string,
+    opts?: { signal?: AbortSignal },
+  ): Promise<UpstreamOutcome>;
+  /** True when the credentials hold an entry for this registry (normalised host). */
+  hasCredentials(registry: string): boolean;
+}
+
+/** Fetches content by digest from the upstream (@ferry/resolver implements, @ferry/registry's pull-through consumes). */
+export interface ContentUpstream {
+  /**
+   * GET a blob or manifest by digest, streaming, through the same endpoints, auth flows and
+   * credentials as `resolveTag`; `offset` > 0 asks for the rest (Range). The deadline covers the
+   * headers (token fetch included); the body then flows until `signal` aborts. Network failures are
+   * outcomes (`unavailable`), never exceptions; a body may still fail mid-way.
+   */
+  fetchContent(
+    registry: string,
+    repository: string,
+    kind: 'blobs' | 'manifests',
+    digest: string,
+    opts?: { offset?: number; signal?: AbortSignal },
+  ): Promise<ContentOutcome>;
+}

@@ -19,17 +19,15 @@ export { isLoopback, registry } from './plugin.ts';
 export type { RefPolicy, RefPolicyOptions, TagRule } from './policy.ts';
 export { createRefPolicy, isTagMode, parseTagRule, TAG_MODES } from './policy.ts';
 export type {
-  ContentUpstream,
   InflightDirectory,
   PullTarget,
   PullThroughObserver,
   PullThroughOptions,
   TransferInfo,
-  UpstreamContent,
 } from './pull-through.ts';
 export { copyKey, electionKey, PullThrough, rank } from './pull-through.ts';
 export type { RegistryServerOptions } from './server.ts';
 export { createRegistryServer } from './server.ts';
 export { Spool, SpoolEntry, SpoolError, type SpoolOptions, type SpoolState } from './spool.ts';
 export { RESOLVED_AT_HEADER } from './tags.ts';
-export type { ContentInfo, ContentSource, TagRecordStore, TagUpstream } from './types.ts';
+export type { ContentInfo, ContentSource, TagRecordStore } from './types.ts';

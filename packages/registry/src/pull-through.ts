@@ -2,26 +2,12 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ContentOutcome, Peer, PeerAuth } from '@ferry/interface';
+import type { ContentUpstream, Peer, PeerAuth } from '@ferry/interface';
 import { type ByteRange, hostPort } from '@ferry/oci';
 import { Agent, type Dispatcher, request } from 'undici';
 import { MIRRORED_HEADER } from './mirror.ts';
 import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
 import type { ContentInfo, ContentSource } from './types.ts';
-
-/** What the upstream answered for content by digest (the shared contract, @ferry/resolver implements it). */
-export type UpstreamContent = ContentOutcome;
-
-/** Fetches content by digest from the upstream (@ferry/resolver's UpstreamClient fits). */
-export interface ContentUpstream {
-  fetchContent(
-    registry: string,
-    repository: string,
-    kind: 'blobs' | 'manifests',
-    digest: string,
-    opts?: { offset?: number; signal?: AbortSignal },
-  ): Promise<UpstreamContent>;
-}
 
 /** Announces and finds in-flight transfers in the DHT (the p2p node fits). */
 export interface InflightDirectory {

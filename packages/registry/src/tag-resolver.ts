@@ -1,7 +1,7 @@
-import type { Peer, TagMode, TagResolution, UpstreamOutcome } from '@ferry/interface';
+import type { Peer, TagMode, TagResolution, TagUpstream, UpstreamOutcome } from '@ferry/interface';
 import { tagKey } from '@ferry/oci';
 import type { PeerTagAnswer, PeerTagQuery } from './tags.ts';
-import type { ContentInfo, ContentSource, TagRecordStore, TagUpstream } from './types.ts';
+import type { ContentInfo, ContentSource, TagRecordStore } from './types.ts';
 
 /**
  * How a tag was resolved: `upstream` (the upstream named the digest), `last-known` (upstream unavailable:

@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import type { TagResolution, UpstreamOutcome } from '@ferry/interface';
+import type { TagResolution } from '@ferry/interface';
 import type { ByteRange } from '@ferry/oci';
 
 /** What the node holds for one digest. */
@@ -22,18 +22,6 @@ export interface ContentSource {
    * fall back to {@link open}. Blob bodies are then read into recycled buffers (see `file-body.ts`).
    */
   openFile?(digest: string): Promise<FileHandle | undefined>;
-}
-
-/** Asks the upstream registry which digest a tag names (@ferry/resolver's UpstreamClient fits). */
-export interface TagUpstream {
-  resolveTag(
-    registry: string,
-    repository: string,
-    tag: string,
-    opts?: { signal?: AbortSignal },
-  ): Promise<UpstreamOutcome>;
-  /** True when credentials are configured for the registry. */
-  hasCredentials(registry: string): boolean;
 }
 
 /** Where resolutions are kept across restarts (@ferry/resolver's LastKnownStore fits). */

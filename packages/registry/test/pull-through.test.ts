@@ -5,10 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Peer } from '@ferry/interface';
+import type { ContentOutcome, ContentUpstream, Peer } from '@ferry/interface';
 import { Agent, request } from 'undici';
 import {
-  type ContentUpstream,
   createMemoryContentSource,
   createMemoryRouter,
   createRegistryServer,
@@ -16,7 +15,6 @@ import {
   PullThrough,
   type PullThroughObserver,
   Spool,
-  type UpstreamContent,
 } from '../src/index.ts';
 import { loopback, sha256 } from './helpers.ts';
 
@@ -64,7 +62,7 @@ function fakeUpstream(blob: Buffer, o: FakeUpstreamOptions = {}) {
   let corrupt = o.corruptOnce ?? false;
   let cut = o.cutFirstAfter;
   const upstream: ContentUpstream = {
-    async fetchContent(_r, _repo, _kind, digest, opts = {}): Promise<UpstreamContent> {
+    async fetchContent(_r, _repo, _kind, digest, opts = {}): Promise<ContentOutcome> {
       if (o.unauthorized) return { kind: 'unauthorized', status: 401 };
       if (digest !== sha256(blob)) return { kind: 'not-found' };
       stats.gets++;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
-import type { Peer, TagMode, UpstreamOutcome } from '@ferry/interface';
+import type { Peer, TagMode, TagUpstream, UpstreamOutcome } from '@ferry/interface';
 import { tagKey } from '@ferry/oci';
 import {
   createMemoryContentSource,
@@ -12,7 +12,6 @@ import {
   parseTagRule,
   type RegistryServerOptions,
   type TagResolverOptions,
-  type TagUpstream,
 } from '../src/index.ts';
 import { events, sampleImage, startPeer, storeImage } from './helpers.ts';
 

@@ -1,4 +1,10 @@
-import type { ContentOutcome, TagResolution as Resolution, UpstreamOutcome } from '@ferry/interface';
+import type {
+  ContentOutcome,
+  ContentUpstream,
+  TagResolution as Resolution,
+  TagUpstream,
+  UpstreamOutcome,
+} from '@ferry/interface';
 import type { Dispatcher } from 'undici';
 import type { LookupAll } from './outbound.ts';
 
@@ -41,30 +47,8 @@ export interface UpstreamClientOptions {
   dispatcher?: Dispatcher;
 }
 
-export interface UpstreamClient {
-  /** HEAD the manifest (GET when HEAD is refused, 405), Accept = manifestAcceptTypes; anonymous or
-   *  Basic→Bearer token flow (WWW-Authenticate: Bearer realm,service,scope), tokens cached until expiry. */
-  resolveTag(
-    registry: string,
-    repository: string,
-    tag: string,
-    opts?: { signal?: AbortSignal },
-  ): Promise<UpstreamOutcome>;
-  /**
-   * GET a blob or manifest by digest, streaming, through the same endpoints, auth flows and
-   * credentials as `resolveTag`; `offset` > 0 asks for the rest (Range). The deadline covers the
-   * headers (token fetch included); the body then flows until `signal` aborts. Network failures are
-   * outcomes (`unavailable`), never exceptions; a body may still fail mid-way.
-   */
-  fetchContent(
-    registry: string,
-    repository: string,
-    kind: 'blobs' | 'manifests',
-    digest: string,
-    opts?: { offset?: number; signal?: AbortSignal },
-  ): Promise<ContentOutcome>;
-  /** True when the credentials hold an entry for this registry (normalised host). */
-  hasCredentials(registry: string): boolean;
+/** The upstream client: tag resolution and content by digest (the contracts are @ferry/interface's). */
+export interface UpstreamClient extends TagUpstream, ContentUpstream {
   close(): Promise<void>;
 }
 
