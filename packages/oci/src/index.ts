@@ -1,7 +1,8 @@
 /**
  * @ferry/oci: pure OCI helpers (no I/O): references, digests, media types, manifest walking,
- * OCI error bodies, Range parsing and registry API paths.
+ * OCI error bodies, Range parsing and registry API paths; `abortable` for deadlines.
  */
+export { abortable } from './abort.ts';
 export { isDigest, type ParsedDigest, parseDigest } from './digest.ts';
 export { errorBody, errorStatus, OciError, type OciErrorBody, type OciErrorCode } from './errors.ts';
 export { type Descriptor, type ParsedManifest, parseManifest } from './manifest.ts';

@@ -4,7 +4,7 @@
  * resolves through its peers). Upstream and cluster answers are recorded (sync write) before they are
  * returned, unless the request is a dry run.
  */
-import { firstHeader, isDigest, manifestAcceptTypes } from '@ferry/oci';
+import { abortable, firstHeader, isDigest, manifestAcceptTypes } from '@ferry/oci';
 import {
   type LastKnownStore,
   MAX_PEER_CLOCK_SKEW_MS,
@@ -79,20 +79,9 @@ function keyOf(r: TagRef): string {
 
 /** Resolves with `p`, or with `onAbort()` as soon as `signal` aborts. */
 function race<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => T): Promise<T> {
-  if (signal.aborted) return Promise.resolve(onAbort());
-  return new Promise<T>((resolve, reject) => {
-    const abort = () => resolve(onAbort());
-    signal.addEventListener('abort', abort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', abort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', abort);
-        reject(e);
-      },
-    );
+  return abortable(p, signal).catch((err) => {
+    if (signal.aborted) return onAbort();
+    throw err;
   });
 }
 

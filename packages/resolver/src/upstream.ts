@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import {
+  abortable,
   baseMediaType,
   endpointsOf,
   firstHeader,
@@ -100,25 +101,6 @@ const REFUSED_CODE = 'ERR_FERRY_OUTBOUND_REFUSED';
 /** Thrown by `open` for a URL the outbound policy refuses (no connection is made). */
 function refused(why: string): Error {
   return Object.assign(new Error(`outbound request refused: ${why}`), { code: REFUSED_CODE });
-}
-
-/** Waits for `p`, but rejects as soon as `signal` aborts (`p` keeps running for its other waiters). */
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }
 
 function statusOutcome(status: number, what: string): UpstreamOutcome {
