@@ -287,23 +287,15 @@ export function createContainerdClient(opts: ContainerdOptions): ContainerdClien
     },
 
     async getImage(name) {
-      try {
-        const r = await unary(svc.images, svc.images.Get, { name }, true, `Images.Get ${name}`);
-        return r.image ? toImage(r.image) : undefined;
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const r = await unlessNotFound(unary(svc.images, svc.images.Get, { name }, true, `Images.Get ${name}`));
+      return r?.image ? toImage(r.image) : undefined;
     },
 
     async info(digest) {
-      try {
-        const r = await unary(svc.content, svc.content.Info, { digest }, true, `Content.Info ${digest}`);
-        return r.info ? toEntry(r.info) : undefined;
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const r = await unlessNotFound(
+        unary(svc.content, svc.content.Info, { digest }, true, `Content.Info ${digest}`),
+      );
+      return r?.info ? toEntry(r.info) : undefined;
     },
 
     async listContent(filters = []) {
@@ -420,4 +412,14 @@ export function parseCriConfig(json: string | undefined): CriConfig | undefined 
   const snap = c.containerd?.snapshotter;
   if (typeof snap === 'string' && snap !== '') out.snapshotter = snap;
   return out;
+}
+
+/** The call's answer, or undefined when containerd answers NotFound. */
+async function unlessNotFound<T>(call: Promise<T>): Promise<T | undefined> {
+  try {
+    return await call;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
 }

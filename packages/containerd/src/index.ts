@@ -2,16 +2,6 @@ export { createContainerdClient, decodeEnvelope, parseCriConfig, protoDir } from
 export { checkCriConfig } from './cri.ts';
 export type { ContainerdErrorCode } from './errors.ts';
 export { ContainerdError, isNotFound, NotFoundError, UnavailableError } from './errors.ts';
-export type {
-  ByteRange,
-  ContainerdClient,
-  ContainerdEvent,
-  ContainerdOptions,
-  ContentEntry,
-  CriConfig,
-  Descriptor,
-  Image,
-  Plugin,
-} from './types.ts';
+export type * from './types.ts';
 export type { ResyncReason, Watcher, WatcherOptions } from './watcher.ts';
 export { createWatcher, defaultFilters } from './watcher.ts';
