@@ -20,6 +20,7 @@ import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
 import { createOpsServer } from './ops.ts';
 import { checkAgentPinnerConfig, type RunningPinner, startAgentPinner } from './pinner.ts';
+import { drain, untilShutdownSignal } from './shutdown.ts';
 import {
   createMeasurer,
   createRequestHistory,
@@ -334,43 +335,10 @@ export async function startAgent(
   }
 }
 
-/** Stops accepting connections, giving open requests up to `graceMs`; true when all finished in time. */
-async function drain(server: FastifyInstance, graceMs: number): Promise<boolean> {
-  const http = server.server;
-  if (!http.listening) return true;
-  const closed = new Promise<boolean>((resolve) => http.close(() => resolve(true)));
-  // A keep-alive connection that was busy when the drain began would otherwise stay open once idle and
-  // keep taking requests: answer on it with `Connection: close`, and close connections as they go idle.
-  const lastOnConnection = (_req: unknown, res: { setHeader(name: string, value: string): void }) =>
-    res.setHeader('connection', 'close');
-  http.prependListener('request', lastOnConnection);
-  http.closeIdleConnections();
-  const sweep = setInterval(() => http.closeIdleConnections(), 100);
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), graceMs);
-  });
-  const ok = await Promise.race([closed, timeout]);
-  clearTimeout(timer);
-  clearInterval(sweep);
-  http.off('request', lastOnConnection);
-  if (!ok) http.closeAllConnections();
-  return ok;
-}
-
 /** `ferry agent`: starts the agent and runs until SIGTERM/SIGINT, then shuts down cleanly (exit code 0). */
 export async function runAgent(config: AgentConfig): Promise<void> {
   const runtime = await startAgent(config);
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      runtime.logger.info({ signal }, 'shutting down');
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  await untilShutdownSignal(runtime.logger);
   await runtime.close();
   runtime.logger.info('stopped');
 }

@@ -2,23 +2,16 @@
  * The pinner's wiring: inside `ferry agent --pinner` (sharing the agent's upstream client, last-known
  * database and metrics), and as its own process, `ferry pinner`. The logic lives in @ferry/pinner.
  */
-import { join } from 'node:path';
 import { createPinner, createPinnerServer, type Pinner, type PinnerServer } from '@ferry/pinner';
-import {
-  createMemoryLastKnownStore,
-  createUpstreamClient,
-  type DockerConfig,
-  type LastKnownStore,
-  loadDockerConfig,
-  openLastKnownStore,
-  type UpstreamClient,
-} from '@ferry/resolver';
+import type { LastKnownStore, UpstreamClient } from '@ferry/resolver';
 import type { Command } from 'commander';
 import { Registry } from 'prom-client';
 import { type AgentConfig, agentSpecs, agentTable } from './config.ts';
 import { formatAddress, type ListenAddress, upstreamEndpointsOf, urlOrEmptySchema } from './config-values.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { defineOptions, IssueList, type OptionSpec, type OptionValues, spec } from './option-table.ts';
+import { untilShutdownSignal } from './shutdown.ts';
+import { openUpstreamDeps } from './upstream-deps.ts';
 
 /** A running pinner (logic + HTTPS server). */
 export interface RunningPinner {
@@ -80,79 +73,69 @@ export async function startAgentPinner(
   deps: AgentPinnerDeps,
 ): Promise<RunningPinner> {
   checkAgentPinnerConfig(config);
-  return startPinner({
-    addr: config.pinnerAddr as ListenAddress,
-    tlsCert: config.pinnerTlsCert as string,
-    tlsKey: config.pinnerTlsKey as string,
-    budgetMs: config.pinnerBudget,
-    freshForMs: config.pinnerFreshFor,
-    upstreamTimeoutMs: config.upstreamTimeout,
-    include: [...config.pinnerInclude],
-    exclude: [...config.pinnerExclude],
-    ...(config.pinnerNamespace === undefined ? {} : { namespace: config.pinnerNamespace }),
-    clusterUrl: deps.clusterUrl,
+  return startPinner(
+    {
+      addr: config.pinnerAddr,
+      tlsCert: config.pinnerTlsCert,
+      tlsKey: config.pinnerTlsKey,
+      budget: config.pinnerBudget,
+      freshFor: config.pinnerFreshFor,
+      upstreamTimeout: config.upstreamTimeout,
+      include: config.pinnerInclude,
+      exclude: config.pinnerExclude,
+      namespace: config.pinnerNamespace,
+    },
+    deps,
+  );
+}
+
+/** The pinner's own settings, under `ferry pinner`'s names (the agent's `--pinner-*` options map onto them). */
+type PinnerSettings = Pick<
+  PinnerCommandConfig,
+  | 'addr'
+  | 'tlsCert'
+  | 'tlsKey'
+  | 'budget'
+  | 'freshFor'
+  | 'upstreamTimeout'
+  | 'include'
+  | 'exclude'
+  | 'namespace'
+>;
+
+async function startPinner(s: PinnerSettings, deps: AgentPinnerDeps): Promise<RunningPinner> {
+  const pinner = createPinner({
     upstream: deps.upstream,
     store: deps.store,
+    clusterUrl: deps.clusterUrl,
+    budgetMs: s.budget,
+    freshForMs: s.freshFor,
+    upstreamTimeoutMs: s.upstreamTimeout,
+    include: [...s.include],
+    exclude: [...s.exclude],
+    ...(s.namespace === undefined ? {} : { namespace: s.namespace }),
     metricsRegistry: deps.metricsRegistry,
     logger: deps.logger,
-  });
-}
-
-interface StartPinnerOptions {
-  addr: ListenAddress;
-  tlsCert: string;
-  tlsKey: string;
-  budgetMs: number;
-  freshForMs: number;
-  upstreamTimeoutMs: number;
-  include: string[];
-  exclude: string[];
-  namespace?: string;
-  clusterUrl: string;
-  upstream: UpstreamClient;
-  store: LastKnownStore;
-  metricsRegistry: Registry;
-  logger: Logger;
-}
-
-async function startPinner(o: StartPinnerOptions): Promise<RunningPinner> {
-  const pinner = createPinner({
-    upstream: o.upstream,
-    store: o.store,
-    clusterUrl: o.clusterUrl,
-    budgetMs: o.budgetMs,
-    freshForMs: o.freshForMs,
-    upstreamTimeoutMs: o.upstreamTimeoutMs,
-    include: o.include,
-    exclude: o.exclude,
-    ...(o.namespace === undefined ? {} : { namespace: o.namespace }),
-    metricsRegistry: o.metricsRegistry,
-    logger: o.logger,
   });
   let server: PinnerServer;
   try {
     server = await createPinnerServer({
       pinner,
-      tlsCertFile: o.tlsCert,
-      tlsKeyFile: o.tlsKey,
-      logger: o.logger,
+      tlsCertFile: s.tlsCert as string,
+      tlsKeyFile: s.tlsKey as string,
+      logger: deps.logger,
     });
   } catch (err) {
     await pinner.close();
     throw err;
   }
-  const address = await server.listen({ host: listenHost(o.addr), port: o.addr.port }).catch(async (err) => {
+  const address = await server.listen({ host: listenHost(s.addr), port: s.addr.port }).catch(async (err) => {
     await server.close();
     await pinner.close();
     throw err;
   });
-  o.logger.info(
-    {
-      addr: formatAddress(address),
-      clusterUrl: o.clusterUrl,
-      budgetMs: o.budgetMs,
-      freshForMs: o.freshForMs,
-    },
+  deps.logger.info(
+    { addr: formatAddress(address), clusterUrl: deps.clusterUrl, budgetMs: s.budget, freshForMs: s.freshFor },
     'pinner listening',
   );
   return {
@@ -237,57 +220,22 @@ export function addPinnerCommand(
 /** `ferry pinner`: runs until SIGTERM/SIGINT, then closes the server and the database. */
 export async function runPinnerCommand(config: PinnerCommandConfig): Promise<void> {
   const logger = createLogger({ level: config.logLevel }).child({ component: 'pinner' });
-  let credentials: DockerConfig | undefined;
-  if (config.upstreamCredentials !== undefined)
-    credentials = await loadDockerConfig(config.upstreamCredentials);
-  let store: LastKnownStore;
-  if (config.dataDir !== undefined) {
-    store = await openLastKnownStore(join(config.dataDir, 'pinner'), { logger });
-  } else {
-    logger.warn('no --data-dir: last-known digests are kept in memory and will not survive a restart');
-    store = createMemoryLastKnownStore();
-  }
-  const upstream = createUpstreamClient({
-    timeoutMs: config.upstreamTimeout,
-    mirroredRegistries: config.mirroredRegistries,
-    endpoints: { ...config.upstreamEndpoints },
-    ...(credentials === undefined ? {} : { credentials }),
-  });
+  const deps = await openUpstreamDeps(config, 'pinner', logger);
   let running: RunningPinner;
   try {
-    running = await startPinner({
-      addr: config.addr,
-      tlsCert: config.tlsCert as string,
-      tlsKey: config.tlsKey as string,
-      budgetMs: config.budget,
-      freshForMs: config.freshFor,
-      upstreamTimeoutMs: config.upstreamTimeout,
-      include: [...config.include],
-      exclude: [...config.exclude],
-      ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
+    running = await startPinner(config, {
+      upstream: deps.upstream,
+      store: deps.lastKnown,
       clusterUrl: config.clusterUrl,
-      upstream,
-      store,
       metricsRegistry: new Registry(),
       logger,
     });
   } catch (err) {
-    await upstream.close().catch(() => {});
-    await store.close().catch(() => {});
+    await deps.close().catch(() => {});
     throw err;
   }
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'shutting down');
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  await untilShutdownSignal(logger);
   await running.close();
-  await upstream.close().catch(() => {});
-  await store.close();
+  await deps.close();
   logger.info('stopped');
 }

@@ -1,21 +1,12 @@
 /**
  * The agent's tag policy: the RefPolicy (filters, mirrored registries, ordered tag rules) and what mode
- * `verify` needs — the upstream client (@ferry/resolver, endpoints from --mirrored-registries, credentials
- * from --upstream-credentials) and the last-known store (LevelDB in `<dataDir>/tags`, else in memory).
+ * `verify` needs — the upstream client and the last-known store (`<dataDir>/tags`), see upstream-deps.ts.
  */
-import { join } from 'node:path';
 import { createRefPolicy, type RefPolicy, type TagResolverOptions } from '@ferry/registry';
-import {
-  createMemoryLastKnownStore,
-  createUpstreamClient,
-  type DockerConfig,
-  type LastKnownStore,
-  loadDockerConfig,
-  openLastKnownStore,
-  type UpstreamClient,
-} from '@ferry/resolver';
+import type { LastKnownStore, UpstreamClient } from '@ferry/resolver';
 import type { AgentConfig } from './config.ts';
 import type { Logger } from './logger.ts';
+import { openUpstreamDeps } from './upstream-deps.ts';
 
 /** The configuration fields the tag policy reads. */
 export type TagPolicyConfig = Pick<
@@ -55,39 +46,7 @@ export async function createAgentTagPolicy(
     tagPolicy: [...config.tagPolicy],
     defaultTagMode: config.defaultTagMode,
   });
-  let credentials: DockerConfig | undefined;
-  if (config.upstreamCredentials !== undefined) {
-    credentials = await loadDockerConfig(config.upstreamCredentials);
-    logger.info(
-      { file: config.upstreamCredentials, registries: Object.keys(credentials.auths ?? {}) },
-      'upstream credentials loaded',
-    );
-  }
-  let lastKnown: LastKnownStore;
-  if (config.dataDir !== undefined) {
-    try {
-      lastKnown = await openLastKnownStore(join(config.dataDir, 'tags'), { logger });
-    } catch (err) {
-      // A cache never stops the mirror: an unwritable or full data dir keeps last-known digests in memory.
-      logger.warn(
-        { component: 'tags', err: (err as Error).message, dataDir: config.dataDir },
-        'LAST-KNOWN DATABASE UNAVAILABLE: tag digests are kept in memory only (bounded) and lost on restart',
-      );
-      lastKnown = createMemoryLastKnownStore();
-    }
-  } else {
-    logger.warn(
-      { component: 'tags' },
-      'no --data-dir: last-known tag digests are kept in memory and will not survive a restart',
-    );
-    lastKnown = createMemoryLastKnownStore();
-  }
-  const upstream = createUpstreamClient({
-    timeoutMs: config.upstreamTimeout,
-    mirroredRegistries: config.mirroredRegistries,
-    endpoints: { ...config.upstreamEndpoints },
-    ...(credentials === undefined ? {} : { credentials }),
-  });
+  const { upstream, lastKnown, close } = await openUpstreamDeps(config, 'tags', logger);
   return {
     policy,
     upstream,
@@ -104,9 +63,6 @@ export async function createAgentTagPolicy(
       },
       upstreamTimeoutMs: config.upstreamTimeout,
     },
-    async close() {
-      await upstream.close().catch(() => undefined);
-      await lastKnown.close();
-    },
+    close,
   };
 }
