@@ -2,7 +2,7 @@
 // keys cost one stream per peer instead of a closest-peers query plus k streams per key.
 //
 // Wire format: kad-dht 16's `Message` (src/message/dht.proto), encoded with the codec protons
-// generates from ./proto/kad.proto (the subset of fields Ferry uses). Each message is a varint
+// generates from proto/kad.proto (the subset of fields Ferry uses). Each message is a varint
 // length-prefixed frame on a `/ferry/kad/1.0.0` stream. The receiver (rpc/index.ts
 // onIncomingStream) handles the messages of a stream one after the other; ADD_PROVIDER has no reply,
 // PING echoes the message. Its loop stops reading as soon as our write side is closed, even with
@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { PeerId, Stream } from '@libp2p/interface';
 import { lpStream } from '@libp2p/utils';
-import { Message, MessageType, type PeerInfo } from './proto/kad.js';
+import { Message, MessageType, type PeerInfo } from '../generated/kad.js';
 
 /** Upper bound for ADD_PROVIDER messages written on one stream (≈ 130 KB with one address). */
 export const MAX_MESSAGES_PER_STREAM = 1_000;

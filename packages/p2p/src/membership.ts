@@ -21,7 +21,7 @@ import * as Digest from 'multiformats/hashes/digest';
 import { withPeerId } from './address.ts';
 import { errorText } from './options.ts';
 import type { PeerBook } from './peer-book.ts';
-import { Message, MessageType } from './proto/kad.js';
+import { Message, MessageType } from '../generated/kad.js';
 import type { ProviderStore } from './provider-store.ts';
 import type { P2PLogger } from './types.ts';
 

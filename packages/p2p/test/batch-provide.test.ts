@@ -18,7 +18,7 @@ import {
 } from '../src/batch-provide.ts';
 import { SortedMemoryDatastore } from '../src/datastore.ts';
 import { keyToCid } from '../src/keys.ts';
-import { Message, MessageType } from '../src/proto/kad.js';
+import { Message, MessageType } from '../generated/kad.js';
 
 interface KadMessage {
   type: string;
