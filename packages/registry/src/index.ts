@@ -1,3 +1,5 @@
+export type { InflightDirectory } from './inflight.ts';
+export { copyKey, electionKey, fetchKey, rank } from './inflight.ts';
 export type {
   MemoryContentSource,
   MemoryContentSourceOptions,
@@ -19,13 +21,12 @@ export { isLoopback, registry } from './plugin.ts';
 export type { RefPolicy, RefPolicyOptions, TagRule } from './policy.ts';
 export { createRefPolicy, isTagMode, parseTagRule, TAG_MODES } from './policy.ts';
 export type {
-  InflightDirectory,
   PullTarget,
   PullThroughObserver,
   PullThroughOptions,
   TransferInfo,
 } from './pull-through.ts';
-export { copyKey, electionKey, PullThrough, rank } from './pull-through.ts';
+export { PullThrough } from './pull-through.ts';
 export type { RegistryServerOptions } from './server.ts';
 export { createRegistryServer } from './server.ts';
 export { Spool, SpoolEntry, SpoolError, type SpoolOptions, type SpoolState } from './spool.ts';

@@ -17,8 +17,9 @@ import { type RegistryObserver, type RequestTrace, requestRecorder, traceOf } fr
 import { createLocalServer } from './local.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import { PeerBook } from './peer-book.ts';
+import { FOLLOWER_HEADER } from './peer-feed.ts';
 import type { RefPolicy } from './policy.ts';
-import { FOLLOWER_HEADER, type PullThrough, requestContext } from './pull-through.ts';
+import { type PullThrough, requestContext } from './pull-through.ts';
 import { createTagResolver, type TagResolverOptions } from './tag-resolver.ts';
 import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
 import type { ContentSource } from './types.ts';

@@ -1,21 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ContentUpstream, Peer, PeerAuth } from '@ferry/interface';
-import { type ByteRange, hostPort } from '@ferry/oci';
-import { Agent, type Dispatcher, request } from 'undici';
-import { MIRRORED_HEADER } from './mirror.ts';
+import type { ByteRange } from '@ferry/oci';
+import { Agent, type Dispatcher } from 'undici';
+import { copyKey, electionKey, fetchKey, Inflight, type InflightDirectory } from './inflight.ts';
+import { feedFromPeer } from './peer-feed.ts';
 import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
 import type { ContentInfo, ContentSource } from './types.ts';
-
-/** Announces and finds in-flight transfers in the DHT (the p2p node fits). */
-export interface InflightDirectory {
-  readonly peerId: string;
-  advertise(keys: string[]): Promise<void>;
-  withdraw(keys: string[]): Promise<void>;
-  lookup(key: string, options: { signal: AbortSignal }): AsyncIterable<Peer>;
-}
 
 /** What to fetch. */
 export interface PullTarget {
@@ -78,21 +70,6 @@ export interface PullThroughOptions {
   };
 }
 
-/** Header naming the node that follows a transfer (its own claim: shown on the status page, counted in metrics). */
-export const FOLLOWER_HEADER = 'x-ferry-follower';
-
-/** Longest wait for the DHT to take an announcement before the election window starts anyway. */
-const ANNOUNCE_CAP_MS = 1000;
-
-/** Keys announced in the DHT: a node joining an election, a node holding a copy being fed. */
-export const electionKey = (digest: string) => `ferry-inflight/${digest}`;
-export const copyKey = (digest: string) => `ferry-copy/${digest}`;
-
-/** Rank of a node for a digest: the lowest fetches. Global, so following never forms a cycle. */
-export function rank(peerId: string, digest: string): string {
-  return createHash('sha256').update(`${peerId}\n${digest}`).digest('hex');
-}
-
 /** Requests run inside this context when a peer asks (the plugin sets it). */
 export const requestContext = new AsyncLocalStorage<{ mirrored: boolean; remote: string }>();
 
@@ -104,6 +81,8 @@ interface Transfer {
   takeovers: number;
   startedAt: number;
   abort: AbortController;
+  /** A lower-ranked node fetching the same digest from the upstream: this node stops its fetch and follows it. */
+  yieldTo?: Peer | undefined;
 }
 
 /** Pull-through with first-pull sharing: one spool entry per digest, fed by the upstream or by peers. */
@@ -115,9 +94,12 @@ export class PullThrough {
   private closed = false;
   private readonly dispatcher: Dispatcher;
   private readonly ownDispatcher: Agent | undefined;
+  private readonly inflight: Inflight | undefined;
 
   constructor(opts: PullThroughOptions) {
     this.opts = opts;
+    this.inflight =
+      opts.directory === undefined ? undefined : new Inflight(opts.directory, opts.windowMs, opts.log);
     this.ownDispatcher =
       opts.dispatcher === undefined
         ? new Agent({ keepAliveTimeout: 30_000, connect: { timeout: Math.min(opts.peerTimeoutMs, 1000) } })
@@ -214,53 +196,20 @@ export class PullThrough {
 
   private async run(t: Transfer): Promise<void> {
     const { digest } = t.target;
-    const dir = this.opts.directory;
-    const keys: string[] = [];
+    const inflight = this.inflight;
     let error: string | undefined;
     try {
       let candidates: Peer[] = [];
-      if (dir !== undefined) {
-        const myRank = rank(dir.peerId, digest);
-        const started = performance.now();
-        // Announce (so nodes asking at the same moment see us) while looking for copies being fed.
-        keys.push(electionKey(digest));
-        const [copies0] = await Promise.all([
-          this.find(copyKey(digest), Math.max(this.opts.windowMs, 50)),
-          withDeadline(dir.advertise([electionKey(digest)]), Math.max(this.opts.windowMs, ANNOUNCE_CAP_MS)),
-        ]);
-        // A copy being fed: follow one (any of them is further along than us).
-        candidates = copies0;
-        if (candidates.length === 0) {
-          // Election: once announced, wait the window; the lowest rank among those seen fetches.
-          const announcedMs = performance.now() - started;
-          await sleep(this.opts.windowMs);
-          const [electors, copies] = await Promise.all([
-            this.find(electionKey(digest), Math.max(this.opts.windowMs, 50)),
-            this.find(copyKey(digest), Math.max(this.opts.windowMs, 50)),
-          ]);
-          // Only lower ranks: nodes deciding at the same moment must never follow each other.
-          const seen = [...copies, ...electors.filter((e) => !copies.some((c) => c.id === e.id))];
-          candidates = seen.filter((p) => rank(p.id, digest) < myRank);
-          this.opts.log?.debug?.(
-            {
-              digest,
-              announcedMs: Math.round(announcedMs),
-              seen: seen.map((p) => p.id),
-              follow: candidates.length > 0,
-            },
-            'pull-through: election',
-          );
-        }
-        candidates.sort((a, b) => (rank(a.id, digest) < rank(b.id, digest) ? -1 : 1));
-        keys.push(copyKey(digest));
-        void dir.advertise([copyKey(digest)]).catch(() => {});
+      if (inflight !== undefined) {
+        candidates = await inflight.elect(digest);
+        inflight.advertise([copyKey(digest)]);
       }
       await this.feed(t, candidates);
     } catch (err) {
       error = (err as Error).message;
       t.entry.fail(err as Error);
     } finally {
-      if (dir !== undefined && keys.length > 0) void dir.withdraw(keys).catch(() => {});
+      inflight?.withdraw([electionKey(digest), copyKey(digest), fetchKey(digest)]);
       this.opts.observer?.onTransferEnd?.({ ...this.info(t), ...(error === undefined ? {} : { error }) });
       if (error !== undefined) {
         this.opts.log?.warn({ digest, error }, 'pull-through transfer failed');
@@ -284,7 +233,6 @@ export class PullThrough {
   /** Feeds the entry from the candidates in order, then from the upstream (resuming where the bytes stopped). */
   private async feed(t: Transfer, candidates: Peer[]): Promise<void> {
     const { digest } = t.target;
-    const myRank = this.opts.directory === undefined ? '' : rank(this.opts.directory.peerId, digest);
     const tried = new Set<string>();
     let queue = candidates;
     let upstreamFailures = 0;
@@ -296,7 +244,14 @@ export class PullThrough {
         tried.add(peer.id);
         t.source = peer.id;
         try {
-          await this.fromPeer(t, peer);
+          await feedFromPeer(t.entry, t.target, peer, {
+            dispatcher: this.dispatcher,
+            ...(this.inflight === undefined ? {} : { follower: this.inflight.peerId }),
+            ...(this.opts.peerAuth === undefined ? {} : { peerAuth: this.opts.peerAuth }),
+            headersTimeoutMs: this.opts.peerTimeoutMs + (this.opts.sizeWaitMs ?? 30_000),
+            idleMs: this.opts.peerIdleMs ?? 10_000,
+            signal: t.abort.signal,
+          });
           continue;
         } catch (err) {
           if (err instanceof SpoolError) throw err;
@@ -305,8 +260,7 @@ export class PullThrough {
             'pull-through: peer source lost',
           );
           // Re-elect among the copies still being fed, only lower ranks (no cycles); else take over.
-          const copies = await this.find(copyKey(digest), Math.max(this.opts.windowMs, 50));
-          queue = copies.filter((p) => !tried.has(p.id) && rank(p.id, digest) < myRank);
+          queue = (await this.inflight?.lowerCopies(digest, tried)) ?? [];
           continue;
         }
       }
@@ -317,9 +271,20 @@ export class PullThrough {
       }
       t.source = 'upstream';
       try {
-        await this.fromUpstream(t);
+        await this.fromUpstream(t, tried);
       } catch (err) {
         if (err instanceof SpoolError || err instanceof Refused) throw err;
+        const yieldTo = t.yieldTo;
+        if (yieldTo !== undefined) {
+          t.yieldTo = undefined;
+          this.inflight?.withdraw([fetchKey(digest)]);
+          this.opts.log?.info(
+            { digest, fetcher: yieldTo.id, at: t.entry.written },
+            'pull-through: a lower-ranked node fetches it too; following it',
+          );
+          queue = [yieldTo];
+          continue;
+        }
         if (++upstreamFailures >= 3) throw err;
         this.opts.log?.info(
           { digest, err: (err as Error).message, at: t.entry.written },
@@ -330,88 +295,49 @@ export class PullThrough {
     }
   }
 
-  private async fromUpstream(t: Transfer): Promise<void> {
+  /**
+   * Feeds the entry from the upstream, from where its bytes stop. Announces the fetch, and stops
+   * (setting `t.yieldTo`) when a lower-ranked node turns out to fetch the same digest too.
+   */
+  private async fromUpstream(t: Transfer, tried: Set<string>): Promise<void> {
     const { registry, repository, kind, digest } = t.target;
-    const out = await this.opts.upstream.fetchContent(registry, repository, kind, digest, {
-      offset: t.entry.written,
-      signal: t.abort.signal,
-    });
-    if (out.kind === 'unauthorized') {
-      this.refused.set(`${registry}/${repository}`, Date.now() + 60_000);
-      if (this.refused.size > 1000) this.refused.delete(this.refused.keys().next().value as string);
-      throw new Refused(`the upstream wants credentials (${out.status}); containerd fetches it with its own`);
+    const attempt = new AbortController();
+    if (this.inflight !== undefined) {
+      this.inflight.advertise([fetchKey(digest)]);
+      void this.inflight.lowerFetcher(digest, attempt.signal, tried).then((peer) => {
+        if (peer === undefined || attempt.signal.aborted) return;
+        t.yieldTo = peer;
+        attempt.abort(new Error(`yielding to ${peer.id}`));
+      });
     }
-    if (out.kind === 'not-found') throw new Refused('the upstream does not know it');
-    if (out.kind === 'unavailable') throw new Error(`upstream unavailable: ${out.reason}`);
     try {
-      await t.entry.begin(out.size, out.mediaType);
-      for await (const chunk of out.body) {
-        this.opts.observer?.onUpstreamBytes?.(chunk.length);
-        await t.entry.write(chunk);
+      const out = await this.opts.upstream.fetchContent(registry, repository, kind, digest, {
+        offset: t.entry.written,
+        signal: AbortSignal.any([t.abort.signal, attempt.signal]),
+      });
+      if (out.kind === 'unauthorized') {
+        this.refused.set(`${registry}/${repository}`, Date.now() + 60_000);
+        if (this.refused.size > 1000) this.refused.delete(this.refused.keys().next().value as string);
+        throw new Refused(
+          `the upstream wants credentials (${out.status}); containerd fetches it with its own`,
+        );
       }
+      if (out.kind === 'not-found') throw new Refused('the upstream does not know it');
+      if (out.kind === 'unavailable') throw new Error(`upstream unavailable: ${out.reason}`);
+      try {
+        await t.entry.begin(out.size, out.mediaType);
+        for await (const chunk of out.body) {
+          this.opts.observer?.onUpstreamBytes?.(chunk.length);
+          await t.entry.write(chunk);
+          if (attempt.signal.aborted) break;
+        }
+      } finally {
+        out.cancel();
+      }
+      if (t.entry.state !== 'complete') throw new Error(`upstream body ended at ${t.entry.written} bytes`);
     } finally {
-      out.cancel();
+      attempt.abort();
     }
-    if (t.entry.state !== 'complete') throw new Error(`upstream body ended at ${t.entry.written} bytes`);
-  }
-
-  private async fromPeer(t: Transfer, peer: Peer): Promise<void> {
-    const { registry, repository, kind, digest } = t.target;
-    const offset = t.entry.written;
-    const path = `/v2/${repository}/${kind}/${digest}?ns=${encodeURIComponent(registry)}`;
-    const url = `http://${hostPort(peer.host, peer.port)}${path}`;
-    const res = await request(url, {
-      method: 'GET',
-      headers: {
-        [MIRRORED_HEADER]: 'true',
-        'user-agent': 'ferry',
-        ...(this.opts.directory === undefined ? {} : { [FOLLOWER_HEADER]: this.opts.directory.peerId }),
-        ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
-        ...this.opts.peerAuth?.signRequest({ method: 'GET', pathAndQuery: path }).headers,
-      },
-      dispatcher: this.dispatcher,
-      signal: t.abort.signal,
-      headersTimeout: this.opts.peerTimeoutMs + (this.opts.sizeWaitMs ?? 30_000),
-      bodyTimeout: this.opts.peerIdleMs ?? 10_000,
-    });
-    try {
-      let size: number;
-      if (res.statusCode === 206 && offset > 0) {
-        const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
-        if (!m || Number(m[1]) !== offset) throw new Error('peer answered a different range');
-        size = Number(m[2]);
-      } else if (res.statusCode === 200 && offset === 0) {
-        size = Number(res.headers['content-length']);
-      } else {
-        throw new Error(`peer answered HTTP ${res.statusCode}`);
-      }
-      if (!Number.isSafeInteger(size) || size < 0) throw new Error('peer answered no size');
-      const ct = res.headers['content-type'];
-      await t.entry.begin(size, typeof ct === 'string' ? ct : undefined);
-      for await (const chunk of res.body as AsyncIterable<Buffer>) await t.entry.write(chunk);
-      if (t.entry.state !== 'complete') throw new Error(`peer body ended at ${t.entry.written} bytes`);
-    } finally {
-      // An unread body errors when destroyed (RequestAbortedError): that error is expected here.
-      res.body.on('error', () => {});
-      res.body.destroy();
-    }
-  }
-
-  /** Peers providing `key` (not us), collected within `ms`. */
-  private async find(key: string, ms: number): Promise<Peer[]> {
-    const dir = this.opts.directory;
-    if (dir === undefined) return [];
-    const out: Peer[] = [];
-    const signal = AbortSignal.timeout(ms);
-    try {
-      for await (const p of dir.lookup(key, { signal })) {
-        if (p.id !== dir.peerId && !out.some((o) => o.id === p.id)) out.push(p);
-        if (out.length >= 32) break;
-      }
-    } catch {
-      // A failed lookup is an empty one.
-    }
-    return out;
   }
 
   private async keepUntilHeld(t: Transfer): Promise<void> {
@@ -449,15 +375,4 @@ async function* counting(
     onBytes?.(c.length);
     yield c;
   }
-}
-
-async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    p.catch(() => {}),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, ms);
-    }),
-  ]);
-  clearTimeout(timer);
 }

@@ -14,24 +14,31 @@ import {
   type InflightDirectory,
   PullThrough,
   type PullThroughObserver,
+  rank,
   Spool,
 } from '../src/index.ts';
 import { loopback, sha256 } from './helpers.ts';
 
-/** An in-memory DHT: key → providers. */
+/** An in-memory DHT: key → providers. While `hide` is set, new records stay invisible until `reveal()`. */
 function directory() {
-  const keys = new Map<string, Map<string, Peer>>();
+  const keys = new Map<string, Map<string, Peer & { visible: boolean }>>();
   return {
     keys,
+    hide: false,
+    reveal() {
+      this.hide = false;
+      for (const m of keys.values()) for (const p of m.values()) p.visible = true;
+    },
     forNode(self: () => Peer): InflightDirectory {
+      const dir = this;
       return {
         get peerId() {
           return self().id;
         },
         async advertise(ks) {
           for (const k of ks) {
-            const m = keys.get(k) ?? new Map<string, Peer>();
-            m.set(self().id, self());
+            const m = keys.get(k) ?? new Map<string, Peer & { visible: boolean }>();
+            m.set(self().id, { ...self(), visible: !dir.hide });
             keys.set(k, m);
           }
         },
@@ -39,7 +46,9 @@ function directory() {
           for (const k of ks) keys.get(k)?.delete(self().id);
         },
         async *lookup(key) {
-          for (const p of keys.get(key)?.values() ?? []) if (p.id !== self().id) yield p;
+          for (const { visible, ...p } of keys.get(key)?.values() ?? []) {
+            if (p.id !== self().id && visible) yield p;
+          }
         },
       };
     },
@@ -189,6 +198,43 @@ describe('pull-through with first-pull sharing', () => {
     assert.equal(stats.bytes, blob.length);
     assert.equal(counts.upstream, blob.length);
     assert.ok(counts.shared >= 3 * blob.length, `shared ${counts.shared}`);
+  });
+
+  it('two nodes that decided before seeing each other both fetch: the higher rank yields to the lower and follows it', async (t) => {
+    const blob = randomBytes(8 * 1024 * 1024);
+    const digest = sha256(blob);
+    const { upstream, stats } = fakeUpstream(blob, { chunkDelayMs: 25 });
+    const dir = directory();
+    const [low, high] = ['A', 'B'].sort((x, y) => (rank(x, digest) < rank(y, digest) ? -1 : 1)) as [
+      string,
+      string,
+    ];
+    const ends = new Map<string, string>();
+    const observer = (id: string): PullThroughObserver => ({
+      onTransferEnd: (e) => {
+        ends.set(id, e.source);
+      },
+    });
+    const h = await startNode(t, high, dir, upstream, { observer: observer(high) });
+    const l = await startNode(t, low, dir, upstream, { observer: observer(low) });
+    const fetching = async (n: typeof h) => {
+      const deadline = Date.now() + 10_000;
+      while (n.pt.list()[0]?.source !== 'upstream' && Date.now() < deadline) await sleep(5);
+      assert.equal(n.pt.list()[0]?.source, 'upstream');
+    };
+    // Neither sees the other's records until both decided to fetch (a late announcement).
+    dir.hide = true;
+    const first = pull(h.url, digest);
+    await fetching(h);
+    const second = pull(l.url, digest);
+    await fetching(l);
+    dir.reveal();
+    const [rh, rl] = await Promise.all([first, second]);
+    assert.ok(rh.complete && rh.body.equals(blob));
+    assert.ok(rl.complete && rl.body.equals(blob));
+    assert.equal(ends.get(low), 'upstream', 'the lower rank kept fetching');
+    assert.equal(ends.get(high), low, 'the higher rank finished from the lower one');
+    assert.ok(stats.bytes < 1.8 * blob.length, `upstream sent ${stats.bytes} for ${blob.length}`);
   });
 
   it('a range of a blob still in flight waits for its bytes', async (t) => {
