@@ -173,18 +173,50 @@ export function cpuSeconds(pid: number): number {
 /** Bytes as MiB with one decimal, e.g. `112.4 MiB`. */
 export const mib = (b: number): string => `${(b / (1024 * 1024)).toFixed(1)} MiB`;
 
-/** An agent's memory and CPU: VmRSS and CPU-seconds from /proc, V8 heap and external memory from its /metrics. */
-export async function agentMemory(
-  opsUrl: string,
-  pid: number,
-): Promise<{ rss: number; heapUsed: number; heapTotal: number; external: number; cpu: number }> {
+/**
+ * Resident memory by kind, from /proc/<pid>/smaps_rollup: `file` is mapped files (the Node binary, shared
+ * libraries; the same pages for every process on the node), `anon` is the process's own memory (V8 heap,
+ * malloc, stacks).
+ */
+export function rssSplit(pid: number): { file: number; anon: number } {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+  const anon = kb('Anonymous');
+  return { file: kb('Rss') - anon, anon };
+}
+
+/** An agent's memory and CPU sample (see {@link agentMemory}). */
+export interface AgentMemory {
+  rss: number;
+  /** Resident mapped files (the Node binary, libraries). */
+  fileRss: number;
+  /** Resident anonymous memory (V8 heap, malloc, stacks). */
+  anonRss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  /** V8 heap space -> bytes used (code_space, old_space, …). */
+  spaces: Record<string, number>;
+  cpu: number;
+}
+
+/** An agent's memory and CPU: VmRSS, its split and CPU-seconds from /proc, V8 heap figures from its /metrics. */
+export async function agentMemory(opsUrl: string, pid: number): Promise<AgentMemory> {
   const text = await (await fetch(`${opsUrl}/metrics`)).text();
   const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  const spaces: Record<string, number> = {};
+  for (const m of text.matchAll(/^nodejs_heap_space_size_used_bytes\{space="([a-z_]+)"\} (\S+)$/gm))
+    spaces[m[1]!] = Number(m[2]);
+  const split = rssSplit(pid);
   return {
     rss: rssBytes(pid),
+    fileRss: split.file,
+    anonRss: split.anon,
     heapUsed: gauge('nodejs_heap_size_used_bytes'),
     heapTotal: gauge('nodejs_heap_size_total_bytes'),
     external: gauge('nodejs_external_memory_bytes'),
+    spaces,
     cpu: cpuSeconds(pid),
   };
 }

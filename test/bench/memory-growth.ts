@@ -4,7 +4,8 @@
  * CPU-seconds at each step and bytes per record, as a Markdown table; optionally a heap snapshot summary.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -21,20 +22,24 @@ import {
 } from '../rig/index.ts';
 import { buildManyIndex, pushManyIndex } from './fixtures.ts';
 import { summarise } from './heap-summary.ts';
-import { agentMemory, agentPid, exchange, keepAlive, mib, pool, quietCtr } from './measure.ts';
+import {
+  type AgentMemory,
+  agentMemory,
+  agentPid,
+  exchange,
+  keepAlive,
+  mib,
+  pool,
+  quietCtr,
+} from './measure.ts';
 
 const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** One step of the growth table. */
-interface Row {
+interface Row extends AgentMemory {
   records: number;
   own: number;
-  rss: number;
-  heapUsed: number;
-  heapTotal: number;
-  external: number;
-  cpu: number;
   ms: number;
 }
 
@@ -68,10 +73,18 @@ class Peers {
       }
     });
   }
-  static async start(bootstrap: string, hosts: string[]): Promise<Peers> {
+  static async start(bootstrap: string, hosts: string[], keyFile: string): Promise<Peers> {
     const child = spawn(
       process.execPath,
-      [join(here, 'memory-peers.ts'), '--bootstrap', bootstrap, '--hosts', hosts.join(',')],
+      [
+        join(here, 'memory-peers.ts'),
+        '--bootstrap',
+        bootstrap,
+        '--hosts',
+        hosts.join(','),
+        '--network-key-file',
+        keyFile,
+      ],
       { stdio: ['pipe', 'pipe', 'inherit'] },
     );
     const p = new Peers(child);
@@ -84,12 +97,12 @@ class Peers {
       this.child.once('exit', (code) => reject(new Error(`peers harness exited (${code})`)));
     });
   }
-  async advertise(n: number): Promise<{ ms: number; keys: string[] }> {
+  async advertise(n: number): Promise<{ ms: number; keys: string[]; unsigned: number }> {
     const answer = this.next();
     this.child.stdin!.write(`advertise ${n}\n`);
     const a = await answer;
     if (a.ok !== true) throw new Error(`peers: ${String(a.error)}`);
-    return a as unknown as { ms: number; keys: string[] };
+    return a as unknown as { ms: number; keys: string[]; unsigned: number };
   }
   async stop(): Promise<void> {
     this.child.stdin!.write('quit\n');
@@ -167,33 +180,62 @@ async function ownDigests(
   return { records: held, own: many.digests.length, ...(await sample()), ms };
 }
 
-/** How many of `keys` the agent finds on a peer (HEAD through its mirror path). */
-async function found(agent: AgentHandle, keys: string[]): Promise<number> {
+/**
+ * How many of `keys` the agent finds on a peer (HEAD through its mirror path, which checks the peer's
+ * signed answer): a first pass, then the misses again until `deadlineMs` (the peers' process may still be
+ * busy sending records among its 20 nodes); and the agent's reasons for up to three of the last misses.
+ */
+async function found(
+  agent: AgentHandle,
+  keys: string[],
+  deadlineMs: number,
+): Promise<{ first: number; ok: number; why: string[] }> {
   const conn = keepAlive(8);
-  let ok = 0;
-  await pool(keys, 8, async (d) => {
-    const r = await exchange(`${agent.registryUrl}/v2/bench/peers/blobs/${d}?ns=peers.invalid`, {
-      agent: conn,
-      method: 'HEAD',
-      timeoutMs: 30_000,
-    }).catch(() => undefined);
-    if (r?.status === 200) ok++;
-  });
+  let missed = keys;
+  let first: number | undefined;
+  const until = Date.now() + deadlineMs;
+  do {
+    const left: string[] = [];
+    await pool(missed, 8, async (d) => {
+      const r = await exchange(`${agent.registryUrl}/v2/bench/peers/blobs/${d}?ns=peers.invalid`, {
+        agent: conn,
+        method: 'HEAD',
+        timeoutMs: 30_000,
+      }).catch(() => undefined);
+      if (r?.status !== 200) left.push(d);
+    });
+    missed = left;
+    first ??= keys.length - missed.length;
+    if (missed.length) await sleep(2_000);
+  } while (missed.length && Date.now() < until);
   conn.destroy();
-  return ok;
+  const log = agent.logs(4_000_000).split('\n');
+  const why = new Set<string>();
+  for (const d of missed) {
+    const line = log.findLast((l) => l.includes(d) && l.includes('mirror request'));
+    const error = line === undefined ? 'no log line' : /"error":"([^"]{0,200})/.exec(line)?.[1];
+    if (error !== undefined)
+      why.add(error.replace(/sha256:[a-f0-9]{64}/g, '<digest>').replace(/12D3\w+/g, '<peer>'));
+    if (why.size >= 3) break;
+  }
+  return { first, ok: keys.length - missed.length, why: [...why] };
 }
 
 /** Runs the growth section; returns its Markdown lines. */
 export async function growth(o: GrowthOptions): Promise<string[]> {
   const { cd, block, dir, quick, log, notes } = o;
   const host = block.node(1);
+  // The cluster's network key: the agent and its peers form a private network and sign peer requests.
+  mkdirSync(join(dir, 'growth'), { recursive: true });
+  const keyFile = join(dir, 'growth', 'network.key');
+  writeFileSync(keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
   const agent = await startAgent({
     name: 'growth',
     host,
     containerd: cd,
     dir: join(dir, 'growth'),
     // A lookup on the busy 2-core rig can outlast the rig's 1 s resolve timeout; this only checks records.
-    args: ['--log-level=info', '--mirror-resolve-timeout=5s'],
+    args: ['--log-level=info', '--mirror-resolve-timeout=5s', `--network-key-file=${keyFile}`],
     env: o.heapSnapshot
       ? {
           ...o.env,
@@ -203,7 +245,7 @@ export async function growth(o: GrowthOptions): Promise<string[]> {
     ...(existsSync(o.entry) ? { entry: o.entry } : {}),
   });
   const peerHosts = Array.from({ length: 20 }, (_, i) => block.node(i + 2));
-  const peers = await Peers.start(`${host}:${AGENT_PORTS.router}`, peerHosts);
+  const peers = await Peers.start(`${host}:${AGENT_PORTS.router}`, peerHosts, keyFile);
   try {
     await agent.waitReady(60_000);
     const pid = agentPid(host, AGENT_PORTS.registry);
@@ -214,12 +256,14 @@ export async function growth(o: GrowthOptions): Promise<string[]> {
     const sample = () => agentMemory(agent.opsUrl, pid);
     let held = 0;
     let sampleKeys: string[] = [];
+    let unsigned = 0;
     for (const target of steps) {
       let ms = 0;
       if (target > held) {
         log(`growth: peers advertise ${target - held} more digests…`);
         const r = await peers.advertise(target - held);
         sampleKeys = r.keys;
+        unsigned = r.unsigned;
         ms = r.ms;
         held = target;
         await sleep(settleMs);
@@ -227,9 +271,9 @@ export async function growth(o: GrowthOptions): Promise<string[]> {
       rows.push({ records: held, own: 0, ...(await sample()), ms });
       // After the sample (lookups cost memory too): do the records answer?
       if (sampleKeys.length) {
-        const hit = await found(agent, sampleKeys);
+        const hit = await found(agent, sampleKeys, quick ? 30_000 : 90_000);
         notes.push(
-          `Growth step ${target}: ${hit} of ${sampleKeys.length} sampled peer digests found through the agent (after the sample).`,
+          `Growth step ${target}: ${hit.ok} of ${sampleKeys.length} sampled peer digests found through the agent after the sample (${hit.first} at the first pass, the misses retried for up to ${quick ? 30 : 90} s)${hit.why.length ? `; misses: ${hit.why.join(' | ')}` : ''}; unsigned requests the peers refused: ${unsigned}.`,
         );
         sampleKeys = [];
       }
@@ -250,14 +294,14 @@ export async function growth(o: GrowthOptions): Promise<string[]> {
     const lines = [
       '## Growth: the production agent vs the digests it holds (baseline: the same agent with none)',
       '',
-      '| provider records from 20 peers | own digests | VmRSS | vs none | Δ RSS per record | heap used | Δ heap used per record | heap total | external | CPU-seconds since start | Δ CPU-s | step took |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|',
+      '| provider records from 20 peers | own digests | VmRSS | vs none | Δ RSS per record | anonymous | Δ anonymous per record | file-backed | heap used | Δ heap used per record | heap total | external | CPU-seconds since start | Δ CPU-s | step took |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ];
     let prev = base;
     for (const r of rows) {
       const n = r.records + r.own - (prev.records + prev.own);
       lines.push(
-        `| ${r.records.toLocaleString('en')} | ${r.own.toLocaleString('en')} | ${mib(r.rss)} | ${(r.rss / base.rss).toFixed(2)}× | ${n > 0 ? `${Math.round((r.rss - prev.rss) / n)} B` : '—'} | ${mib(r.heapUsed)} | ${n > 0 ? `${Math.round((r.heapUsed - prev.heapUsed) / n)} B` : '—'} | ${mib(r.heapTotal)} | ${mib(r.external)} | ${r.cpu.toFixed(1)} | ${(r.cpu - prev.cpu).toFixed(1)} | ${(r.ms / 1000).toFixed(1)} s |`,
+        `| ${r.records.toLocaleString('en')} | ${r.own.toLocaleString('en')} | ${mib(r.rss)} | ${(r.rss / base.rss).toFixed(2)}× | ${n > 0 ? `${Math.round((r.rss - prev.rss) / n)} B` : '—'} | ${mib(r.anonRss)} | ${n > 0 ? `${Math.round((r.anonRss - prev.anonRss) / n)} B` : '—'} | ${mib(r.fileRss)} | ${mib(r.heapUsed)} | ${n > 0 ? `${Math.round((r.heapUsed - prev.heapUsed) / n)} B` : '—'} | ${mib(r.heapTotal)} | ${mib(r.external)} | ${r.cpu.toFixed(1)} | ${(r.cpu - prev.cpu).toFixed(1)} | ${(r.ms / 1000).toFixed(1)} s |`,
       );
       prev = r;
     }

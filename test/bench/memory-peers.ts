@@ -1,10 +1,14 @@
 /**
  * Child process of memory.ts: N real Ferry P2P nodes (libp2p, kad-dht, noise) in one process, the
- * "other nodes" of the agent under test. Each listens on its own loopback address, bootstraps from the
- * agent's router and serves a minimal registry on the same address (HEAD of any blob: 200), so a lookup
- * through the agent's mirror path that finds one of them answers 200.
+ * "other nodes" of the agent under test, members of its cluster: they join under the cluster's network
+ * key (private network) and authenticate HTTP as Ferry peers do (@ferry/p2p's createPeerAuth). Each
+ * listens on its own loopback address, bootstraps from the agent's router and serves a minimal registry
+ * on the same address: a HEAD of a blob it advertised, signed by the peer's request MAC, answers 200
+ * with the node's signed proof; anything else 404 (401 unsigned). So a lookup through the agent's mirror
+ * path answers 200 only when the agent holds the peer's record and the peer's answer checks out.
  *
- *   node test/bench/memory-peers.ts --bootstrap <ip:port> --hosts <ip,ip,…> [--router-port 5001] [--registry-port 5000]
+ *   node test/bench/memory-peers.ts --bootstrap <ip:port> --hosts <ip,ip,…> --network-key-file <file>
+ *     [--router-port 5001] [--registry-port 5000]
  *
  * stdin, one command a line; stdout, one JSON answer a line:
  *   advertise <n>   every peer advertises n/N new random sha256 digests -> {"ok":true,"ms":…,"keys":[sample]}
@@ -14,39 +18,70 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { createP2PNode, type P2PNode } from '@ferry/p2p';
+import {
+  createP2PNode,
+  createPeerAuth,
+  type P2PNode,
+  PEER_AUTH_HEADER,
+  readNetworkKeyFile,
+} from '@ferry/p2p';
 
 const { values: args } = parseArgs({
   options: {
     bootstrap: { type: 'string' },
     hosts: { type: 'string' },
+    'network-key-file': { type: 'string' },
     'router-port': { type: 'string', default: '5001' },
     'registry-port': { type: 'string', default: '5000' },
   },
 });
-if (!args.bootstrap || !args.hosts) throw new Error('--bootstrap and --hosts are required');
+if (!args.bootstrap || !args.hosts || !args['network-key-file'])
+  throw new Error('--bootstrap, --hosts and --network-key-file are required');
+const networkKeys = await readNetworkKeyFile(args['network-key-file']);
 const hosts = args.hosts.split(',');
 const routerPort = Number(args['router-port']);
 const registryPort = Number(args['registry-port']);
 
 const servers: Server[] = [];
 const nodes: P2PNode[] = [];
+/** Every digest the peers advertised (what a peer's registry holds). */
+const held = new Set<string>();
+let unsigned = 0;
 for (const host of hosts) {
+  const node = await createP2PNode({
+    listen: { host, port: routerPort },
+    registryPort,
+    bootstrapPeers: [args.bootstrap],
+    networkKeys,
+  });
+  const auth = createPeerAuth({
+    keys: networkKeys,
+    node: { peerId: node.peerId, sign: (d) => node.sign(d) },
+  });
   const server = createServer((req, res) => {
-    const m = /\/blobs\/(sha256:[a-f0-9]{64})(?:\?.*)?$/.exec(req.url ?? '');
-    if (req.method === 'HEAD' && m) {
-      res.writeHead(200, { 'content-length': '1', 'docker-content-digest': m[1]! }).end();
-    } else res.writeHead(404).end();
+    void (async () => {
+      const m = /\/blobs\/(sha256:[a-f0-9]{64})(?:\?.*)?$/.exec(req.url ?? '');
+      if (
+        auth.verifyRequest({ method: req.method ?? '', pathAndQuery: req.url ?? '' }, req.headers) ===
+        undefined
+      ) {
+        unsigned++;
+        res.writeHead(401).end();
+        return;
+      }
+      if (req.method !== 'HEAD' || !m || !held.has(m[1]!)) {
+        res.writeHead(404).end();
+        return;
+      }
+      const nonce = /nonce=([A-Za-z0-9_-]{22})/.exec(String(req.headers[PEER_AUTH_HEADER]))![1]!;
+      const headers = { 'content-length': '1', 'docker-content-digest': m[1]! };
+      const proof = await auth.signResponse({ nonce, status: 200, digest: m[1]!, length: '1' });
+      res.writeHead(200, { ...headers, ...proof }).end();
+    })().catch(() => res.writeHead(500).end());
   });
   await new Promise<void>((resolve) => server.listen(registryPort, host, resolve));
   servers.push(server);
-  nodes.push(
-    await createP2PNode({
-      listen: { host, port: routerPort },
-      registryPort,
-      bootstrapPeers: [args.bootstrap],
-    }),
-  );
+  nodes.push(node);
 }
 
 const reply = (v: unknown) => process.stdout.write(`${JSON.stringify(v)}\n`);
@@ -59,12 +94,13 @@ async function advertise(total: number): Promise<void> {
   await Promise.all(
     nodes.map(async (node) => {
       const keys = Array.from({ length: per }, digest);
+      for (const k of keys) held.add(k);
       sample.push(...keys.slice(0, Math.ceil(100 / nodes.length)));
       // In batches, as the tracker sends them, so one peer's provide queue stays bounded.
       for (let i = 0; i < keys.length; i += 1000) await node.advertise(keys.slice(i, i + 1000));
     }),
   );
-  reply({ ok: true, ms: performance.now() - t0, keys: sample });
+  reply({ ok: true, ms: performance.now() - t0, keys: sample, unsigned });
 }
 
 reply({ ready: true, peers: nodes.length });
