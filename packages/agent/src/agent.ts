@@ -262,6 +262,10 @@ export async function startAgent(
           if (e.mirrored) requestLog.debug(fields, 'served peer request');
           else requestLog.info(fields, 'mirror request');
         },
+        onQuarantine({ digest, peer }) {
+          requestObserver.onPeerFailure({ peer, key: digest, reason: 'quarantined' });
+          requestLog.warn({ digest, peer }, 'peer quarantined for a digest: its bytes did not match it');
+        },
       },
     });
     closers.push({ name: 'registry', close: () => registryServer.close() });

@@ -15,7 +15,7 @@ export type { RequestOutcome };
 export interface PeerFailureEvent {
   peer: string;
   key: string;
-  /** Short cause: 'timeout', 'status', 'connect', 'aborted', 'digest'… (bounded set; used as a label). */
+  /** Short cause: 'timeout', 'status', 'connect', 'aborted', 'digest', 'quarantined'… (bounded set; used as a label). */
   reason: string;
 }
 

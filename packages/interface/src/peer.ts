@@ -32,6 +32,8 @@ export interface PeerResponseProof {
   digest: string;
   /** Content-Length sent ('' when none). */
   length: string;
+  /** X-Ferry-Resolved-At sent (a tag answer's resolution time); absent when none was sent. */
+  resolvedAt?: string;
 }
 
 /**

@@ -5,7 +5,7 @@
 // server accepts every listed key (rotation), a timestamp within the window, and each nonce once (a
 // bounded cache that outlives the window), so a captured header is useless later or on another path.
 // Response: `X-Ferry-Proof: <signature>` by the answering node's identity key over the request's nonce,
-// the status, Docker-Content-Digest and Content-Length; the client checks it against the peer id it
+// the status, Docker-Content-Digest, Content-Length and X-Ferry-Resolved-At (when sent); the client checks it against the peer id it
 // found as the provider, so only that node can answer for it.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { PeerAuth, PeerRequestAuth, PeerResponseProof } from '@ferry/interface';
@@ -41,7 +41,9 @@ function first(v: string | string[] | undefined): string | undefined {
 }
 
 function proofBytes(p: PeerResponseProof): Buffer {
-  return Buffer.from(`ferry-proof v1\n${p.nonce}\n${p.status}\n${p.digest}\n${p.length}`);
+  // A tag answer's resolution time is signed too; a header added to or stripped from an answer breaks it.
+  const at = p.resolvedAt === undefined ? '' : `\nresolved-at ${p.resolvedAt}`;
+  return Buffer.from(`ferry-proof v1\n${p.nonce}\n${p.status}\n${p.digest}\n${p.length}${at}`);
 }
 
 /** Creates the peer authentication of this node (see the file comment). */

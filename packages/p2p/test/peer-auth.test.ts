@@ -55,6 +55,19 @@ describe('peer auth', () => {
     assert.equal(await a.verifyResponse(b.peerId, proof, {}), false);
   });
 
+  it("a tag answer's X-Ferry-Resolved-At is under the signature: changed, added or stripped, it fails", async () => {
+    const k = randomBytes(32);
+    const a = createPeerAuth({ keys: [k], node: await identity() });
+    const b = createPeerAuth({ keys: [k], node: await identity() });
+    const proof = { nonce: 'n'.repeat(22), status: 200, digest: 'sha256:00', length: '10' };
+    const tag = { ...proof, resolvedAt: '1700000000000' };
+    const h = await b.signResponse(tag);
+    assert.equal(await a.verifyResponse(b.peerId, tag, h), true);
+    assert.equal(await a.verifyResponse(b.peerId, { ...tag, resolvedAt: '1900000000000' }, h), false);
+    assert.equal(await a.verifyResponse(b.peerId, proof, h), false, 'stripped');
+    assert.equal(await a.verifyResponse(b.peerId, tag, await b.signResponse(proof)), false, 'added');
+  });
+
   it('the nonce cache is bounded', async () => {
     const k = randomBytes(32);
     const a = createPeerAuth({ keys: [k], node: await identity() });

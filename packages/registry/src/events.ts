@@ -40,6 +40,8 @@ export interface RegistryRequestEvent {
 /** Receives registry events (the agent maps them to metrics and logs). */
 export interface RegistryObserver {
   onRequest?(event: RegistryRequestEvent): void;
+  /** A peer sent bytes that are not `digest` (or more than it has): it is not asked for it again soon. */
+  onQuarantine?(event: { digest: string; peer: string }): void;
 }
 
 /** What a request gathered for its event; `handle` fills it as its steps finish. */

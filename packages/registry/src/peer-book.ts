@@ -18,6 +18,8 @@ export interface PeerBookOptions {
   maxQuarantined?: number;
   maxSizes?: number;
   now?: () => number;
+  /** Told of every quarantine (logs, metrics). */
+  onQuarantine?: (digest: string, peerId: string) => void;
 }
 
 /**
@@ -29,7 +31,8 @@ export class PeerBook {
   readonly #failed = new Map<string, number>();
   readonly #quarantined = new Map<string, number>();
   readonly #sizes = new Map<string, number>();
-  readonly #o: Required<Omit<PeerBookOptions, 'now'>> & { now: () => number };
+  readonly #o: Required<Omit<PeerBookOptions, 'now' | 'onQuarantine'>> & { now: () => number };
+  readonly #onQuarantine: PeerBookOptions['onQuarantine'];
 
   constructor(o: PeerBookOptions = {}) {
     this.#o = {
@@ -40,6 +43,7 @@ export class PeerBook {
       maxSizes: o.maxSizes ?? 16_384,
       now: o.now ?? Date.now,
     };
+    this.#onQuarantine = o.onQuarantine;
   }
 
   /** The peer failed a request (refused, timed out, broke, lied). */
@@ -62,6 +66,7 @@ export class PeerBook {
   quarantine(digest: string, peerId: string): void {
     setBounded(this.#quarantined, `${digest} ${peerId}`, this.#o.now(), this.#o.maxQuarantined);
     this.failed(peerId);
+    this.#onQuarantine?.(digest, peerId);
   }
 
   isQuarantined(digest: string, peerId: string): boolean {

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Peer, PeerAuth, Router } from '@ferry/interface';
+import type { Peer, PeerAuth, PeerResponseProof, Router } from '@ferry/interface';
 import {
   fingerprintMediaType,
   firstHeader,
@@ -16,6 +16,32 @@ import type { PeerBook } from './peer-book.ts';
 
 /** Header set on requests to peers; a request carrying it is answered from local content only. */
 export const MIRRORED_HEADER = 'x-ferry-mirrored';
+
+/** Response header of a peer's answer to a mirrored tag request: when its digest was resolved (ms epoch; 0 = unknown). */
+export const RESOLVED_AT_HEADER = 'x-ferry-resolved-at';
+
+/**
+ * What a peer's answer is signed over, read from its headers: the answering node builds it from the
+ * headers it sends, the asking node from the headers it got (`PeerAuth.signResponse`/`verifyResponse`).
+ */
+export function answerProof(
+  nonce: string,
+  status: number,
+  headers: Record<string, unknown>,
+): PeerResponseProof {
+  const text = (name: string) => {
+    const v = headers[name];
+    return typeof v === 'string' ? v : typeof v === 'number' ? String(v) : undefined;
+  };
+  const resolvedAt = text(RESOLVED_AT_HEADER);
+  return {
+    nonce,
+    status,
+    digest: text('docker-content-digest') ?? '',
+    length: text('content-length') ?? '',
+    ...(resolvedAt === undefined ? {} : { resolvedAt }),
+  };
+}
 
 /** What to fetch from peers. */
 export interface MirrorTarget {
@@ -179,16 +205,7 @@ export async function fetchPeer(
     if (
       s.auth !== undefined &&
       signed !== undefined &&
-      !(await s.auth.verifyResponse(
-        peer.id,
-        {
-          nonce: signed.nonce,
-          status,
-          digest: firstHeader(h['docker-content-digest']) ?? '',
-          length: firstHeader(h['content-length']) ?? '',
-        },
-        h,
-      ))
+      !(await s.auth.verifyResponse(peer.id, answerProof(signed.nonce, status, h), h))
     ) {
       res.body.destroy();
       throw new PeerError(`the answer at ${peer.host}:${peer.port} is not signed by peer ${peer.id}`);

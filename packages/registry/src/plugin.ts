@@ -18,6 +18,7 @@ import { createLocalServer } from './local.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import { PeerBook } from './peer-book.ts';
 import { FOLLOWER_HEADER } from './peer-feed.ts';
+import { answerProof } from './peer-fetch.ts';
 import type { RefPolicy } from './policy.ts';
 import { type PullThrough, requestContext } from './pull-through.ts';
 import { createTagResolver, type TagResolverOptions } from './tag-resolver.ts';
@@ -125,7 +126,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     hedgeDelayMs: opts.hedgeDelayMs ?? 'adaptive',
     latency: createLatencyTracker(),
     maxManifestBytes,
-    book: new PeerBook(),
+    book: new PeerBook({ onQuarantine: (digest, peer) => opts.observer?.onQuarantine?.({ digest, peer }) }),
     randomOrder: opts.randomPeerOrder ?? true,
     ...(opts.peerAuth === undefined ? {} : { auth: opts.peerAuth }),
     userAgent: 'ferry',
@@ -233,12 +234,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
           const nonce = peerAuth === undefined ? undefined : peerNonce(req);
           if (t.mirrored && nonce !== undefined && peerAuth !== undefined)
             reply.headers(
-              await peerAuth.signResponse({
-                nonce,
-                status,
-                digest: headers['docker-content-digest'] ?? '',
-                length: headers['content-length'] ?? '',
-              }),
+              await peerAuth.signResponse(answerProof(nonce, status, { ...reply.getHeaders(), ...headers })),
             );
         },
         onBytes: (n) => {

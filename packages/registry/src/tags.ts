@@ -2,9 +2,9 @@ import type { Peer } from '@ferry/interface';
 import { firstHeader, hostPort, isDigest, isManifestMediaType, manifestAcceptTypes } from '@ferry/oci';
 import { request } from 'undici';
 import { MIRRORED_HEADER, type MirrorSettings } from './mirror.ts';
+import { answerProof, RESOLVED_AT_HEADER } from './peer-fetch.ts';
 
-/** Response header of a peer's answer to a mirrored tag request: when its digest was resolved (ms epoch; 0 = unknown). */
-export const RESOLVED_AT_HEADER = 'x-ferry-resolved-at';
+export { RESOLVED_AT_HEADER };
 
 /** One peer's answer to "which digest is this tag". */
 export interface PeerTagAnswer {
@@ -53,9 +53,9 @@ async function headPeer(
   if (res.statusCode !== 200) return undefined;
   const digest = firstHeader(res.headers['docker-content-digest']);
   if (digest === undefined || !isDigest(digest)) return undefined;
-  const length = firstHeader(res.headers['content-length']) ?? '';
+  // The resolution time is under the signature too: a changed header makes the answer worthless.
   if (s.auth !== undefined && signed !== undefined) {
-    const proof = { nonce: signed.nonce, status: 200, digest, length };
+    const proof = answerProof(signed.nonce, 200, res.headers);
     if (!(await s.auth.verifyResponse(peer.id, proof, res.headers))) return undefined;
   }
   const at = Number(firstHeader(res.headers[RESOLVED_AT_HEADER]) ?? '0');

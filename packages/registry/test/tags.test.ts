@@ -1,7 +1,17 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import { describe, it, type TestContext } from 'node:test';
-import type { Peer, TagMode, TagUpstream, UpstreamOutcome } from '@ferry/interface';
+import type {
+  Peer,
+  PeerAuth,
+  PeerResponseProof,
+  TagMode,
+  TagUpstream,
+  UpstreamOutcome,
+} from '@ferry/interface';
 import { tagKey } from '@ferry/oci';
+import { request } from 'undici';
 import {
   createMemoryContentSource,
   createMemoryRouter,
@@ -13,7 +23,7 @@ import {
   type RegistryServerOptions,
   type TagResolverOptions,
 } from '../src/index.ts';
-import { events, sampleImage, startPeer, storeImage } from './helpers.ts';
+import { events, loopback, sampleImage, startPeer, storeImage } from './helpers.ts';
 
 const KEY = tagKey('docker.io', 'library/app', 'v1');
 const URL_V1 = '/v2/library/app/manifests/v1?ns=docker.io';
@@ -410,5 +420,77 @@ describe('last-known answers from peers', () => {
     assert.equal(res.headers['docker-content-digest'], img.manifestDigest);
     assert.equal(ev.list[0]?.peer, 'A');
     assert.equal(ev.list[0]?.tag?.outcome, 'last-known');
+  });
+});
+
+/** Peer auth for one node that signs answers in the clear (the registry only sees headers). */
+function clearAuth(peerId: string): PeerAuth {
+  const text = (p: PeerResponseProof) =>
+    JSON.stringify([p.nonce, p.status, p.digest, p.length, p.resolvedAt]);
+  return {
+    peerId,
+    signRequest() {
+      const nonce = randomBytes(16).toString('base64url');
+      return { nonce, headers: { 'x-ferry-auth': `clear peer=${peerId} nonce=${nonce}` } };
+    },
+    verifyRequest: (_r, h) => /peer=(\S+)/.exec(String(h['x-ferry-auth'] ?? ''))?.[1],
+    signResponse: async (p) => ({ 'x-proof': text(p) }),
+    verifyResponse: async (_id, p, h) => h['x-proof'] === text(p),
+  };
+}
+
+describe('a peer tag answer on the wire', () => {
+  it('X-Ferry-Resolved-At is signed: an answer whose time was changed on the way is not taken', async (t) => {
+    const img = sampleImage(1000);
+    const aStore = createMemoryTagStore();
+    const ref = { registry: 'docker.io', repository: 'library/app', tag: 'v1' };
+    await aStore.record({
+      ...ref,
+      digest: img.manifestDigest,
+      resolvedAt: Date.now() - 60_000,
+      source: 'upstream',
+    });
+    const a = await startPeer(t, 'A', {
+      peerAuth: clearAuth('A'),
+      tags: { modeFor: () => 'verify', lastKnown: aStore },
+    });
+    storeImage(a.source, img);
+    // Between the nodes, a relay that passes everything on, with the resolution time changed when told.
+    let tamper = false;
+    const relay = createServer(async (req, res) => {
+      const up = await request(`http://${a.peer.host}:${a.peer.port}${req.url}`, {
+        method: req.method as 'GET' | 'HEAD',
+        headers: req.headers as Record<string, string>,
+      });
+      const headers = { ...up.headers };
+      if (tamper && headers['x-ferry-resolved-at'] !== undefined)
+        headers['x-ferry-resolved-at'] = String(Date.now());
+      res.writeHead(up.statusCode, headers as Record<string, string>);
+      res.end(Buffer.from(await up.body.arrayBuffer()));
+    });
+    const host = loopback();
+    await new Promise<void>((resolve) => relay.listen(0, host, resolve));
+    t.after(() => new Promise<void>((resolve) => relay.close(() => resolve())));
+    const via: Peer = { id: 'A', host, port: (relay.address() as { port: number }).port };
+    const { upstream } = fakeUpstream(() => ({ kind: 'unavailable', reason: '503' }));
+    const b = await node(
+      t,
+      { [KEY]: [via], [img.manifestDigest]: [via] },
+      { upstream },
+      { peerAuth: clearAuth('B') },
+    );
+    const asked = await b.app.inject({ url: URL_V1 });
+    assert.equal(asked.statusCode, 200, 'the untouched answer is taken');
+    assert.equal(asked.headers['docker-content-digest'], img.manifestDigest);
+    tamper = true;
+    const c = await node(
+      t,
+      { [KEY]: [via], [img.manifestDigest]: [via] },
+      { upstream },
+      { peerAuth: clearAuth('C') },
+    );
+    const res = await c.app.inject({ url: URL_V1 });
+    assert.equal(res.statusCode, 404, 'the changed answer is not');
+    assert.equal(c.ev.list[0]?.tag?.outcome, 'miss');
   });
 });
