@@ -24,7 +24,7 @@ export interface PeerTagQuery {
   key: string;
   /** Whole deadline of the lookup and the questions. */
   timeoutMs: number;
-  /** Ask at most this many peers. */
+  /** Stop at this many answers; at most four times as many peers are asked (some may hold nothing). */
   maxPeers: number;
 }
 
@@ -83,6 +83,8 @@ export async function askPeersForTag(
   const all = AbortSignal.any([signal, done.signal, AbortSignal.timeout(Math.max(1, q.timeoutMs))]);
   const answers: PeerTagAnswer[] = [];
   const asked = new Set<string>();
+  // Peers that advertise the key but answer nothing (Sybils, departed content) must not use up the questions.
+  const maxAsked = q.maxPeers * 4;
   let inflight = 0;
   let lookupDone = false;
   let wake: (() => void) | undefined;
@@ -109,7 +111,7 @@ export async function askPeersForTag(
             lastEvent = performance.now();
             poke();
           });
-        if (asked.size >= q.maxPeers) break;
+        if (asked.size >= maxAsked) break;
       }
     } catch {
       // lookup failures only mean fewer answers
@@ -122,7 +124,7 @@ export async function askPeersForTag(
   try {
     while (!all.aborted) {
       if (answers.length >= q.maxPeers) break;
-      if (inflight === 0 && (lookupDone || asked.size >= q.maxPeers)) break;
+      if (inflight === 0 && (lookupDone || asked.size >= maxAsked)) break;
       let waitMs = Number.POSITIVE_INFINITY;
       if (inflight === 0 && answers.length > 0) {
         // One answer is in: give the router a short window for more, then go with what we have.

@@ -439,6 +439,35 @@ function clearAuth(peerId: string): PeerAuth {
   };
 }
 
+describe('Sybil providers of a tag key', () => {
+  it('five providers that answer nothing come first: the node still asks further and gets the answer', async (t) => {
+    const img = sampleImage(1000);
+    const aStore = createMemoryTagStore();
+    await aStore.record({
+      registry: 'docker.io',
+      repository: 'library/app',
+      tag: 'v1',
+      digest: img.manifestDigest,
+      resolvedAt: Date.now() - 60_000,
+      source: 'upstream',
+    });
+    const a = await startPeer(t, 'A', { tags: { modeFor: () => 'verify', lastKnown: aStore } });
+    storeImage(a.source, img);
+    const sybils = await Promise.all([1, 2, 3, 4, 5].map((i) => startPeer(t, `S${i}`)));
+    const { upstream } = fakeUpstream(() => ({ kind: 'unavailable', reason: '503' }));
+    const b = await node(
+      t,
+      { [KEY]: [...sybils.map((s) => s.peer), a.peer], [img.manifestDigest]: [a.peer] },
+      {
+        upstream,
+      },
+    );
+    const res = await b.app.inject({ url: URL_V1 });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['docker-content-digest'], img.manifestDigest);
+  });
+});
+
 describe('a peer tag answer on the wire', () => {
   it('X-Ferry-Resolved-At is signed: an answer whose time was changed on the way is not taken', async (t) => {
     const img = sampleImage(1000);
