@@ -1,8 +1,8 @@
 /** Feeds a spool entry from a peer's copy (complete or still in flight), from where the entry's bytes stop. */
 import type { Peer, PeerAuth } from '@ferry/interface';
-import { hostPort } from '@ferry/oci';
+import { firstHeader, hostPort } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
-import { MIRRORED_HEADER } from './mirror.ts';
+import { MIRRORED_HEADER, signedRequest } from './peer-fetch.ts';
 import type { SpoolEntry } from './spool.ts';
 
 /** Header naming the node that follows a transfer (its own claim: shown on the status page, counted in metrics). */
@@ -24,7 +24,8 @@ export interface PeerFeedOptions {
 /**
  * GETs the blob (or manifest) from `peer`, with `Range` from `entry.written` when bytes are already
  * there, and writes the body into the entry (which verifies the digest at the last byte). Throws when
- * the peer answers anything else, or its body ends or stalls before the entry is complete.
+ * the answer is not signed by `peer` (with peer auth), the peer answers anything else, or its body ends
+ * or stalls before the entry is complete.
  */
 export async function feedFromPeer(
   entry: SpoolEntry,
@@ -35,15 +36,15 @@ export async function feedFromPeer(
   const { registry, repository, kind, digest } = target;
   const offset = entry.written;
   const path = `/v2/${repository}/${kind}/${digest}?ns=${encodeURIComponent(registry)}`;
-  const url = `http://${hostPort(peer.host, peer.port)}${path}`;
-  const res = await request(url, {
+  const auth = signedRequest(o.peerAuth, peer, 'GET', path);
+  const res = await request(`http://${hostPort(peer.host, peer.port)}${path}`, {
     method: 'GET',
     headers: {
       [MIRRORED_HEADER]: 'true',
       'user-agent': 'ferry',
       ...(o.follower === undefined ? {} : { [FOLLOWER_HEADER]: o.follower }),
       ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
-      ...o.peerAuth?.signRequest({ method: 'GET', pathAndQuery: path }).headers,
+      ...auth.headers,
     },
     dispatcher: o.dispatcher,
     signal: o.signal,
@@ -51,6 +52,8 @@ export async function feedFromPeer(
     bodyTimeout: o.idleMs,
   });
   try {
+    // Only the peer found may answer, as for mirror and tag answers: its signature over this request.
+    if (res.statusCode < 300 && !(await auth.answered(res))) throw new Error('answer not signed by the peer');
     let size: number;
     if (res.statusCode === 206 && offset > 0) {
       const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
@@ -62,8 +65,7 @@ export async function feedFromPeer(
       throw new Error(`peer answered HTTP ${res.statusCode}`);
     }
     if (!Number.isSafeInteger(size) || size < 0) throw new Error('peer answered no size');
-    const ct = res.headers['content-type'];
-    await entry.begin(size, typeof ct === 'string' ? ct : undefined);
+    await entry.begin(size, firstHeader(res.headers['content-type']));
     for await (const chunk of res.body as AsyncIterable<Buffer>) await entry.write(chunk);
     if (entry.state !== 'complete') throw new Error(`peer body ended at ${entry.written} bytes`);
   } finally {

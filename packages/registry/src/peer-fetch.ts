@@ -43,6 +43,22 @@ export function answerProof(
   };
 }
 
+/**
+ * Signs a request to `peer` (with a network key) and gives the check of its answer: true only when the
+ * answer is signed by that peer over this request (always true without peer auth). Every answer a node
+ * takes from a peer goes through it: mirror and tag answers, and a follower's copy of a blob in flight.
+ */
+export function signedRequest(auth: PeerAuth | undefined, peer: Peer, method: string, pathAndQuery: string) {
+  const signed = auth?.signRequest({ method, pathAndQuery });
+  return {
+    headers: signed?.headers ?? {},
+    answered: async (res: { statusCode: number; headers: Record<string, string | string[] | undefined> }) =>
+      auth === undefined ||
+      signed === undefined ||
+      auth.verifyResponse(peer.id, answerProof(signed.nonce, res.statusCode, res.headers), res.headers),
+  };
+}
+
 /** What to fetch from peers. */
 export interface MirrorTarget {
   kind: 'manifests' | 'blobs';
@@ -174,8 +190,8 @@ export async function fetchPeer(
   if (t.kind === 'manifests') headers.accept = manifestAcceptTypes.join(', ');
   if (range !== undefined) headers.range = range;
   const url = peerUrl(peer, t);
-  const signed = s.auth?.signRequest({ method: t.method, pathAndQuery: url.slice(url.indexOf('/v2/')) });
-  if (signed !== undefined) Object.assign(headers, signed.headers);
+  const auth = signedRequest(s.auth, peer, t.method, url.slice(url.indexOf('/v2/')));
+  Object.assign(headers, auth.headers);
   const abort = () => {
     clearDeadline();
     signal.removeEventListener('abort', onAbort);
@@ -202,11 +218,7 @@ export async function fetchPeer(
       );
     }
     const status = res.statusCode as 200 | 206;
-    if (
-      s.auth !== undefined &&
-      signed !== undefined &&
-      !(await s.auth.verifyResponse(peer.id, answerProof(signed.nonce, status, h), h))
-    ) {
+    if (!(await auth.answered(res))) {
       res.body.destroy();
       throw new PeerError(`the answer at ${peer.host}:${peer.port} is not signed by peer ${peer.id}`);
     }

@@ -2,7 +2,7 @@ import type { Peer } from '@ferry/interface';
 import { firstHeader, hostPort, isDigest, isManifestMediaType, manifestAcceptTypes } from '@ferry/oci';
 import { request } from 'undici';
 import { MIRRORED_HEADER, type MirrorSettings } from './mirror.ts';
-import { answerProof, RESOLVED_AT_HEADER } from './peer-fetch.ts';
+import { RESOLVED_AT_HEADER, signedRequest } from './peer-fetch.ts';
 
 export { RESOLVED_AT_HEADER };
 
@@ -36,14 +36,14 @@ async function headPeer(
 ): Promise<PeerTagAnswer | undefined> {
   const path = `/v2/${q.repository}/manifests/${q.tag}?ns=${encodeURIComponent(q.registry)}`;
   const url = `http://${hostPort(peer.host, peer.port)}${path}`;
-  const signed = s.auth?.signRequest({ method: 'HEAD', pathAndQuery: path });
+  const auth = signedRequest(s.auth, peer, 'HEAD', path);
   const res = await request(url, {
     method: 'HEAD',
     headers: {
       [MIRRORED_HEADER]: 'true',
       'user-agent': s.userAgent,
       accept: manifestAcceptTypes.join(', '),
-      ...signed?.headers,
+      ...auth.headers,
     },
     dispatcher: s.dispatcher,
     signal,
@@ -54,10 +54,7 @@ async function headPeer(
   const digest = firstHeader(res.headers['docker-content-digest']);
   if (digest === undefined || !isDigest(digest)) return undefined;
   // The resolution time is under the signature too: a changed header makes the answer worthless.
-  if (s.auth !== undefined && signed !== undefined) {
-    const proof = answerProof(signed.nonce, 200, res.headers);
-    if (!(await s.auth.verifyResponse(peer.id, proof, res.headers))) return undefined;
-  }
+  if (!(await auth.answered(res))) return undefined;
   const at = Number(firstHeader(res.headers[RESOLVED_AT_HEADER]) ?? '0');
   const answer: PeerTagAnswer = { peer, digest, resolvedAt: Number.isSafeInteger(at) && at > 0 ? at : 0 };
   const mediaType = firstHeader(res.headers['content-type']);

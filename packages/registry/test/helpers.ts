@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
-import type { Peer } from '@ferry/interface';
+import type { Peer, PeerAuth, PeerResponseProof } from '@ferry/interface';
 import { MediaTypes } from '@ferry/oci';
 import type { FastifyInstance } from 'fastify';
 import {
@@ -178,4 +178,23 @@ export async function startFlakyPeer(
     });
   });
   return { ...raw, ranges };
+}
+
+/**
+ * Peer auth that signs in the clear, bound to the signer's id (the registry only sees headers; the real
+ * one is @ferry/p2p's createPeerAuth): an answer verifies only for the peer that made it.
+ */
+export function clearAuth(peerId: string): PeerAuth {
+  const text = (id: string, p: PeerResponseProof) =>
+    JSON.stringify([id, p.nonce, p.status, p.digest, p.length, p.resolvedAt]);
+  return {
+    peerId,
+    signRequest() {
+      const nonce = randomBytes(16).toString('base64url');
+      return { nonce, headers: { 'x-ferry-auth': `clear peer=${peerId} nonce=${nonce}` } };
+    },
+    verifyRequest: (_r, h) => /peer=(\S+)/.exec(String(h['x-ferry-auth'] ?? ''))?.[1],
+    signResponse: async (p) => ({ 'x-proof': text(peerId, p) }),
+    verifyResponse: async (id, p, h) => h['x-proof'] === text(id, p),
+  };
 }

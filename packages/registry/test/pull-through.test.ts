@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ContentOutcome, ContentUpstream, Peer } from '@ferry/interface';
+import type { ContentOutcome, ContentUpstream, Peer, PeerAuth } from '@ferry/interface';
 import { Agent, request } from 'undici';
 import {
   createMemoryContentSource,
@@ -17,7 +17,7 @@ import {
   rank,
   Spool,
 } from '../src/index.ts';
-import { loopback, sha256 } from './helpers.ts';
+import { clearAuth, loopback, sha256 } from './helpers.ts';
 
 /** An in-memory DHT: key → providers. While `hide` is set, new records stay invisible until `reveal()`. */
 function directory() {
@@ -121,7 +121,7 @@ async function startNode(
   id: string,
   dir: ReturnType<typeof directory> | undefined,
   upstream: ContentUpstream,
-  extra: { maxBytes?: number; observer?: PullThroughObserver } = {},
+  extra: { maxBytes?: number; observer?: PullThroughObserver; peerAuth?: PeerAuth } = {},
 ) {
   const spoolDir = await mkdtemp(join(tmpdir(), 'ferry-pt-'));
   const spool = await Spool.open({
@@ -142,8 +142,14 @@ async function startNode(
     peerIdleMs: 2000,
     held: async (d) => (await source.stat(d)) !== undefined,
     ...(extra.observer === undefined ? {} : { observer: extra.observer }),
+    ...(extra.peerAuth === undefined ? {} : { peerAuth: extra.peerAuth }),
   });
-  const app = await createRegistryServer({ source, router: createMemoryRouter(), pullThrough: pt });
+  const app = await createRegistryServer({
+    source,
+    router: createMemoryRouter(),
+    pullThrough: pt,
+    ...(extra.peerAuth === undefined ? {} : { peerAuth: extra.peerAuth }),
+  });
   const host = loopback();
   await app.listen({ host, port: 0 });
   const port = (app.server.address() as { port: number }).port;
@@ -294,6 +300,31 @@ describe('pull-through with first-pull sharing', () => {
       `a ranged takeover: ${stats.offsets}`,
     );
     assert.ok(stats.bytes < 2 * blob.length, `upstream sent ${stats.bytes}`);
+  });
+
+  it('a copy answered by another node than the one found is not taken: the node fetches itself', async (t) => {
+    const blob = randomBytes(200_000);
+    const { upstream, stats } = fakeUpstream(blob);
+    const dir = directory();
+    const a = await startNode(t, 'A', dir, upstream, { peerAuth: clearAuth('A') });
+    // C holds the blob; a record names B at C's address, so C answers (signed as C) for B.
+    const c = await startNode(t, 'C', undefined, upstream, { peerAuth: clearAuth('C') });
+    c.source.add(blob);
+    let asked = 0;
+    c.app.server.on('request', () => {
+      asked++;
+    });
+    await dir
+      .forNode(() => ({ id: 'B', host: new URL(c.url).hostname, port: Number(new URL(c.url).port) }))
+      .advertise([`ferry-copy/${sha256(blob)}`]);
+    const r = await pull(a.url, sha256(blob));
+    assert.ok(r.complete && r.body.equals(blob));
+    assert.ok(asked >= 1, 'the impostor was asked');
+    assert.equal(
+      stats.gets,
+      1,
+      'the blob came from the upstream, not from the answer signed by another node',
+    );
   });
 
   it('a stale copy record (the peer answers 404) is skipped: the node fetches itself, nothing crashes', async (t) => {
