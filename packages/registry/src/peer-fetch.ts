@@ -1,16 +1,7 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { Peer, PeerAuth, PeerResponseProof, Router } from '@ferry/interface';
-import {
-  fingerprintMediaType,
-  firstHeader,
-  hostPort,
-  isDigest,
-  isManifestMediaType,
-  manifestAcceptTypes,
-  parseDigest,
-} from '@ferry/oci';
+import { firstHeader, hostPort, isDigest, manifestAcceptTypes, parseDigest } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
 import type { PeerBook } from './peer-book.ts';
 

@@ -1,15 +1,7 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { describe, it, type TestContext } from 'node:test';
-import type {
-  Peer,
-  PeerAuth,
-  PeerResponseProof,
-  TagMode,
-  TagUpstream,
-  UpstreamOutcome,
-} from '@ferry/interface';
+import type { Peer, TagMode, TagUpstream, UpstreamOutcome } from '@ferry/interface';
 import { tagKey } from '@ferry/oci';
 import { request } from 'undici';
 import {
