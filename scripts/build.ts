@@ -10,6 +10,10 @@
  * classic-level (LevelDB) stays outside: its native binding is found next to its own package, so the
  * bundle imports it by its path relative to the bundle (the workspace's node_modules layout, which the
  * image keeps).
+ *
+ * undici is bundled as the part Ferry uses (`request`, `Agent`, the `Dispatcher` type): its index loads
+ * fetch, WebSocket, the cache and cookie code at start, and those touch `globalThis.File` and `Headers`,
+ * which makes Node load its own internal copy of undici as well (test/bench/memory.ts measures the cost).
  */
 import { writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -37,6 +41,49 @@ const nativeExternal: Plugin = {
   },
 };
 
+/** What Ferry imports from 'undici', as the index builds it (see the file comment). */
+const UNDICI_USED = ['Agent', 'request'];
+
+const slimUndici: Plugin = {
+  name: 'slim-undici',
+  setup(b) {
+    b.onResolve({ filter: /^undici$/ }, (args) => ({
+      path: createRequire(join(args.resolveDir, 'index.js')).resolve('undici'),
+      namespace: 'slim-undici',
+    }));
+    b.onLoad({ filter: /.*/, namespace: 'slim-undici' }, (args) => {
+      const lib = (p: string) => JSON.stringify(join(dirname(args.path), 'lib', p));
+      return {
+        resolveDir: dirname(args.path),
+        loader: 'js',
+        contents: `
+const Agent = require(${lib('dispatcher/agent.js')});
+const Dispatcher = require(${lib('dispatcher/dispatcher.js')});
+const api = require(${lib('api/index.js')});
+const util = require(${lib('core/util.js')});
+const { InvalidArgumentError } = require(${lib('core/errors.js')});
+const { getGlobalDispatcher } = require(${lib('global.js')});
+Object.assign(Dispatcher.prototype, api);
+// undici's request(url, opts) for a string or URL (its index's makeDispatcher(api.request)).
+function request(url, opts = {}) {
+  if (typeof url !== 'string' && !(url instanceof URL)) throw new InvalidArgumentError('invalid url');
+  const u = util.parseURL(url);
+  const { agent, dispatcher = getGlobalDispatcher() } = opts;
+  if (agent) throw new InvalidArgumentError('unsupported opts.agent');
+  return api.request.call(dispatcher, {
+    ...opts,
+    origin: u.origin,
+    path: u.search ? u.pathname + u.search : u.pathname,
+    method: opts.method || (opts.body ? 'PUT' : 'GET'),
+  });
+}
+module.exports = { ${UNDICI_USED.join(', ')}, Dispatcher };
+`,
+      };
+    });
+  },
+};
+
 export async function buildBundle(opts: { meta?: boolean } = {}): Promise<void> {
   await build({
     entryPoints: [join(agentDir, 'src', 'cli.ts')],
@@ -49,7 +96,7 @@ export async function buildBundle(opts: { meta?: boolean } = {}): Promise<void> 
     banner: {
       js: "import { createRequire as __ferryRequire } from 'node:module'; const require = __ferryRequire(import.meta.url);",
     },
-    plugins: [nativeExternal],
+    plugins: [nativeExternal, slimUndici],
     sourcemap: false,
     minify: true,
     legalComments: 'none',
