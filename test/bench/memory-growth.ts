@@ -97,12 +97,12 @@ class Peers {
       this.child.once('exit', (code) => reject(new Error(`peers harness exited (${code})`)));
     });
   }
-  async advertise(n: number): Promise<{ ms: number; keys: string[]; unsigned: number }> {
+  async advertise(n: number): Promise<{ ms: number; settledMs: number; keys: string[]; unsigned: number }> {
     const answer = this.next();
     this.child.stdin!.write(`advertise ${n}\n`);
     const a = await answer;
     if (a.ok !== true) throw new Error(`peers: ${String(a.error)}`);
-    return a as unknown as { ms: number; keys: string[]; unsigned: number };
+    return a as unknown as { ms: number; settledMs: number; keys: string[]; unsigned: number };
   }
   async stop(): Promise<void> {
     this.child.stdin!.write('quit\n');
@@ -265,6 +265,9 @@ export async function growth(o: GrowthOptions): Promise<string[]> {
         sampleKeys = r.keys;
         unsigned = r.unsigned;
         ms = r.ms;
+        notes.push(
+          `Growth step ${target}: the peers' advertise calls took ${(r.ms / 1000).toFixed(1)} s, their traffic among themselves ${(r.settledMs / 1000).toFixed(1)} s more.`,
+        );
         held = target;
         await sleep(settleMs);
       }
