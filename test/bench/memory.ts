@@ -128,6 +128,7 @@ async function idleAgent(
   name: string,
   entry: string | undefined,
   env: Record<string, string>,
+  nodeArgs: string[],
 ): Promise<AgentMemory> {
   const agent = await startAgent({
     name,
@@ -136,6 +137,7 @@ async function idleAgent(
     dir: join(dir, name),
     args: ['--log-level=info'],
     env,
+    nodeArgs,
     ...(entry ? { entry } : {}),
   });
   try {
@@ -148,28 +150,31 @@ async function idleAgent(
 }
 
 async function idle(cd: ContainerdHandle, host: string, dir: string): Promise<void> {
-  const variants: [string, string | undefined, Record<string, string>][] = [
-    ['TypeScript sources (type stripping), Node defaults', undefined, {}],
-    ['bundled build (dist/ferry.mjs), Node defaults', bundle, {}],
+  const variants: [string, string | undefined, Record<string, string>, string[]][] = [
+    ['TypeScript sources (type stripping), Node defaults', undefined, {}, []],
+    ['bundled build (dist/ferry.mjs), Node defaults', bundle, {}, []],
     [
       `bundled build + the chart's environment (NODE_OPTIONS="${PRODUCTION_ENV.NODE_OPTIONS}", MALLOC_ARENA_MAX=2)`,
       bundle,
       PRODUCTION_ENV,
+      [],
     ],
   ];
+  // On Node's command line: V8 accepts only some flags in NODE_OPTIONS (not --optimize-for-size).
   const candidate = args['idle-candidate']?.trim();
   if (candidate)
     variants.push([
-      `bundled build + the chart's environment + \`${candidate}\` (candidate flags)`,
+      `bundled build + the chart's environment + \`node ${candidate}\` (candidate flags)`,
       bundle,
-      { ...PRODUCTION_ENV, NODE_OPTIONS: `${PRODUCTION_ENV.NODE_OPTIONS} ${candidate}` },
+      PRODUCTION_ENV,
+      candidate.split(/\s+/),
     ]);
   const rows: string[] = [];
   let baseline: number | undefined;
-  for (const [i, [what, entry, env]] of variants.entries()) {
+  for (const [i, [what, entry, env, nodeArgs]] of variants.entries()) {
     if (entry && !existsSync(entry)) continue;
     log(`idle: ${what}…`);
-    const r = await idleAgent(cd, host, dir, `idle${i}`, entry, env);
+    const r = await idleAgent(cd, host, dir, `idle${i}`, entry, env, nodeArgs);
     baseline ??= r.rss;
     const code = (r.spaces.code_space ?? 0) + (r.spaces.code_large_object_space ?? 0);
     rows.push(
