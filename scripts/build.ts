@@ -44,7 +44,7 @@ const nativeExternal: Plugin = {
 /** What Ferry imports from 'undici', as the index builds it (see the file comment). */
 const UNDICI_USED = ['Agent', 'request'];
 
-const slimUndici: Plugin = {
+export const slimUndici: Plugin = {
   name: 'slim-undici',
   setup(b) {
     b.onResolve({ filter: /^undici$/ }, (args) => ({
