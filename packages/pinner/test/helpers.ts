@@ -5,8 +5,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { type AddressInfo, isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { UpstreamClient, UpstreamOutcome } from '@ferry/resolver';
-import type { PatchOperation } from '../src/index.ts';
+import type { Readable } from 'node:stream';
+import { createMemoryLastKnownStore, type UpstreamClient, type UpstreamOutcome } from '@ferry/resolver';
+import { Agent, request } from 'undici';
+import { createPinner, createPinnerServer, type PatchOperation } from '../src/index.ts';
 
 export const D1 = `sha256:${'1'.repeat(64)}`;
 export const D2 = `sha256:${'2'.repeat(64)}`;
@@ -138,4 +140,40 @@ export async function serve(
       }),
   );
   return { url: `http://${host}:${(server.address() as AddressInfo).port}`, server };
+}
+
+/**
+ * A pinner with a scripted upstream (every tag unavailable) and a memory store, served over TLS on
+ * loopback with a test CA; `post(body, contentType?)` sends to /mutate, `get(path)` for the rest.
+ */
+export async function servedPinner(t: { after(fn: () => unknown): void }) {
+  const name = 'ferry-pinner.ferry.svc';
+  const ca = makeCa();
+  t.after(() => ca.remove());
+  const pair = ca.issue('server', [name, '127.0.0.1']);
+  const pinner = createPinner({
+    upstream: fakeUpstream().client,
+    store: createMemoryLastKnownStore(),
+    clusterUrl: '',
+  });
+  const server = await createPinnerServer({ pinner, tlsCertFile: pair.cert, tlsKeyFile: pair.key });
+  t.after(() => server.close());
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  const dispatcher = new Agent({ connect: { ca: ca.ca(), servername: name } });
+  t.after(() => dispatcher.close());
+  const base = `https://127.0.0.1:${port}`;
+  return {
+    pinner,
+    base,
+    dispatcher,
+    async post(body: string | Readable, contentType: string | undefined = 'application/json') {
+      const res = await request(`${base}/mutate`, {
+        method: 'POST',
+        headers: contentType === undefined ? {} : { 'content-type': contentType },
+        body,
+        dispatcher,
+      });
+      return { status: res.statusCode, text: await res.body.text() };
+    },
+  };
 }

@@ -7,7 +7,7 @@ import { connect } from 'node:tls';
 import { createMemoryLastKnownStore } from '@ferry/resolver';
 import { Agent, request } from 'undici';
 import { createPinner, createPinnerServer } from '../src/index.ts';
-import { D1, fakeUpstream, makeCa, patchOf, pod, review } from './helpers.ts';
+import { D1, fakeUpstream, makeCa, patchOf, pod, review, servedPinner } from './helpers.ts';
 
 const NAME = 'ferry-pinner.ferry.svc';
 
@@ -80,35 +80,13 @@ describe('pinner HTTPS server', () => {
   });
 
   it('bounds hostile bodies: 9 MB gets a 413 (not a dropped connection), deep JSON a 400, nothing echoed', async (t) => {
-    const ca = makeCa();
-    t.after(() => ca.remove());
-    const pair = ca.issue('server', [NAME, '127.0.0.1']);
-    const pinner = createPinner({
-      upstream: fakeUpstream().client,
-      store: createMemoryLastKnownStore(),
-      clusterUrl: '',
-    });
-    const server = await createPinnerServer({ pinner, tlsCertFile: pair.cert, tlsKeyFile: pair.key });
-    t.after(() => server.close());
-    const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
-    const dispatcher = new Agent({ connect: { ca: ca.ca(), servername: NAME } });
-    t.after(() => dispatcher.close());
-    const post = async (body: string) => {
-      const res = await request(`https://127.0.0.1:${port}/mutate`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body,
-        dispatcher,
-      });
-      const text = await res.body.text();
-      return { status: res.statusCode, text };
-    };
+    const { pinner, base, dispatcher, post } = await servedPinner(t);
     // 9 MB, with and without a Content-Length (chunked, as a streaming client sends it).
     const nine = `{"kind":"${'A'.repeat(9 * 1024 * 1024)}"}`;
     const big = await post(nine);
     assert.equal(big.status, 413);
     assert.ok(big.text.length < 200 && !big.text.includes('AAAA'), big.text.slice(0, 100));
-    const chunked = await request(`https://127.0.0.1:${port}/mutate`, {
+    const chunked = await request(`${base}/mutate`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: Readable.from(
@@ -134,7 +112,7 @@ describe('pinner HTTPS server', () => {
     assert.equal(JSON.parse(inString.text).error, 'expected kind AdmissionReview');
 
     // The server still answers afterwards.
-    const health = await request(`https://127.0.0.1:${port}/healthz`, { dispatcher });
+    const health = await request(`${base}/healthz`, { dispatcher });
     assert.equal(health.statusCode, 200);
     await health.body.dump();
     const metrics = await pinner.metrics.registry.metrics();
