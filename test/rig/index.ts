@@ -1,4 +1,12 @@
 export {
+  type Adversary,
+  type AdversaryOptions,
+  type AdversaryRequest,
+  type BlobLie,
+  startAdversary,
+  type TagLie,
+} from './adversary.ts';
+export {
   AGENT_PORTS,
   type AgentHandle,
   type AgentRigOptions,
