@@ -5,4 +5,4 @@ export { createP2PNode, FERRY_KAD_PROTOCOL } from './node.ts';
 export { createPeerAuth, PEER_AUTH_HEADER, PEER_PROOF_HEADER, type PeerAuthOptions } from './peer-auth.ts';
 export { NoAcceptedKeyError, privateNetwork } from './private-network.ts';
 export { verifyPeerSignature } from './signature.ts';
-export type { CID, P2PLogger, P2PNode, P2PNodeOptions, Peer, Router } from './types.ts';
+export type { CID, P2PLogger, P2PNode, P2PNodeOptions, P2PStats, Peer, Router } from './types.ts';

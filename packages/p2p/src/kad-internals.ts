@@ -60,3 +60,21 @@ export function installProviderStore(kad: KadInternals, store: ProviderStore): v
     store.remove(cid.multihash.bytes, provider);
   };
 }
+
+/**
+ * Call `onStream` for every stream a peer opens for `protocol` (for the stats): wraps the handler
+ * registered in libp2p's registrar (`components.registrar`, not in its typed interface), in place.
+ */
+export function countInboundStreams(libp2p: object, protocol: string, onStream: () => void): void {
+  const registrar = (libp2p as { components?: { registrar?: { getHandler?: unknown } } }).components
+    ?.registrar as { getHandler(p: string): { handler: (...args: unknown[]) => unknown } } | undefined;
+  if (typeof registrar?.getHandler !== 'function') {
+    throw new Error('libp2p: components.registrar.getHandler not found (version changed?)');
+  }
+  const entry = registrar.getHandler(protocol);
+  const handler = entry.handler;
+  entry.handler = (...args: unknown[]) => {
+    onStream();
+    return handler(...args);
+  };
+}

@@ -1,9 +1,12 @@
-// Lookup: the peers that provide a key, as registry endpoints. Reads the local provider store first,
-// then (when the local view is not known complete) runs kad-dht's iterative GET_PROVIDERS query.
+// Lookup: the peers that provide a key, as registry endpoints. Reads the local provider store first;
+// when the local view is not known complete (membership.ts), asks the k connected members closest to
+// the key at once with a short deadline (ask-peers.ts, Ferry's), and only when that found nothing
+// runs kad-dht's iterative GET_PROVIDERS query.
 import type { Connection, PeerInfo } from '@libp2p/interface';
 import type { KadDHT } from '@libp2p/kad-dht';
 import type { Libp2p } from 'libp2p';
 import { ipAndPort, parseRegistryPort, withPeerId } from './address.ts';
+import { askClosestMembers, type FoundProvider } from './ask-peers.ts';
 import type { KadInternals } from './kad-internals.ts';
 import { keyToCid } from './keys.ts';
 import type { Membership } from './membership.ts';
@@ -21,11 +24,15 @@ export interface LookupInit {
   membership: Membership;
   /** Aborted when the node stops. */
   stopSignal: AbortSignal;
+  /** DHT protocol id (for the direct GET_PROVIDERS round). */
+  protocol: string;
 }
 
 export class Lookup {
   private readonly init: LookupInit;
   private readonly log: P2PLogger;
+  /** Lookups answered from the local store alone, and those that asked peers. */
+  readonly counts = { local: 0, network: 0 };
 
   constructor(init: LookupInit) {
     this.init = init;
@@ -46,19 +53,32 @@ export class Lookup {
     // lists every provider and a miss ends at once, with no network query (one per request would
     // cost every node CPU for nothing). Otherwise kad-dht's iterative query follows the local hits.
     const complete = membership.settled();
+    let found = 0;
     try {
       const local = await this.init.kad.providers.getProviders(cid, { signal });
-      yield* this.yieldPeers(
+      for await (const peer of this.yieldPeers(
         local.map((id) => ({ id, multiaddrs: [] })),
         seen,
         signal,
-      );
+      )) {
+        found++;
+        yield peer;
+      }
     } catch (err) {
       if (!signal.aborted) {
         this.log.warn({ key, err: errorText(err) }, 'local provider lookup failed');
       }
     }
     if (complete || signal.aborted) {
+      this.counts.local++;
+      return;
+    }
+    this.counts.network++;
+    for await (const peer of this.askMembers(cid.multihash.bytes, seen, signal)) {
+      found++;
+      yield peer;
+    }
+    if (found > 0 || signal.aborted) {
       return;
     }
     try {
@@ -71,6 +91,47 @@ export class Lookup {
       if (!signal.aborted) {
         this.log.warn({ key, err: errorText(err) }, 'provider lookup failed');
       }
+    }
+  }
+
+  /** One parallel GET_PROVIDERS round to the k closest connected members; providers as they come. */
+  private async *askMembers(
+    multihash: Uint8Array,
+    seen: Set<string>,
+    signal: AbortSignal,
+  ): AsyncGenerator<Peer, void, undefined> {
+    const { libp2p, peers, membership, protocol } = this.init;
+    const answers: FoundProvider[][] = [];
+    let wake: (() => void) | undefined;
+    let done = false;
+    const round = AbortSignal.any([signal, AbortSignal.timeout(DEFAULTS.askPeersMs)]);
+    const init = {
+      getConnection: (id: import('@libp2p/interface').PeerId) =>
+        libp2p.getConnections(id).find((c) => c.status === 'open'),
+      peers,
+      protocol,
+      isDead: (id: string) => membership.isDead(id),
+    };
+    askClosestMembers(init, multihash, libp2p.services.dht.k, round, (providers) => {
+      answers.push(providers);
+      wake?.();
+    }).finally(() => {
+      done = true;
+      wake?.();
+    });
+    for (;;) {
+      const next = answers.shift();
+      if (next !== undefined) {
+        yield* this.yieldPeers(next, seen, signal);
+        continue;
+      }
+      if (done || signal.aborted) {
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+      wake = undefined;
     }
   }
 

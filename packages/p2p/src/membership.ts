@@ -8,8 +8,10 @@
 // - Liveness: when a member's last connection closes (libp2p's connection monitor pings every
 //   connection, so a half-open one closes too), it is redialled once; if that fails it is dead: its
 //   provider records are dropped at once and lookups never yield it, until it connects again.
-// - Settled: the local view counts as complete while members ≤ meshLimit, no dial is pending and no
-//   member joined in the last `settleMs` (its records may still be arriving).
+// - Settled: the local view counts as complete while members ≤ meshLimit, no dial is pending, every
+//   member some peer named is connected or known dead, and no member joined in the last `settleMs`
+//   (its records may still be arriving). A node that holds a partial view (it has only heard of
+//   some members yet) does not take its store for the cluster's: its lookups ask peers.
 // - Gossip: a node below the mesh limit asks one random member for its members every few seconds,
 //   so a mesh left partial by a lost request fills up.
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
@@ -18,10 +20,10 @@ import { lpStream } from '@libp2p/utils';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Libp2p } from 'libp2p';
 import * as Digest from 'multiformats/hashes/digest';
+import { Message, MessageType } from '../generated/kad.js';
 import { withPeerId } from './address.ts';
 import { errorText } from './options.ts';
 import type { PeerBook } from './peer-book.ts';
-import { Message, MessageType } from '../generated/kad.js';
 import type { ProviderStore } from './provider-store.ts';
 import type { P2PLogger } from './types.ts';
 
@@ -50,6 +52,8 @@ export class Membership {
   private readonly dead = new Map<string, number>();
   /** Member dials in flight (mesh and redials). */
   private readonly dialing = new Set<string>();
+  /** Members some peer named that are neither connected nor known dead yet (bounded by meshLimit). */
+  private readonly heardOf = new Set<string>();
   private lastJoin = 0;
   private nextGossipAt = 0;
 
@@ -70,11 +74,17 @@ export class Membership {
 
   /** True when the local provider store can be taken as the whole cluster's. */
   settled(now = Date.now()): boolean {
+    if (this.heardOf.size > 0) {
+      for (const conn of this.init.libp2p.getConnections()) {
+        this.heardOf.delete(conn.remotePeer.toString());
+      }
+    }
     const members = this.memberCount();
     return (
       members > 0 &&
       members <= this.init.meshLimit &&
       this.dialing.size === 0 &&
+      this.heardOf.size === 0 &&
       now - this.lastJoin >= this.init.settleMs
     );
   }
@@ -86,6 +96,7 @@ export class Membership {
   /** A DHT peer was identified: it is alive; learn the members it knows. */
   onMemberIdentified(id: PeerId, conn: Connection | undefined): void {
     this.dead.delete(id.toString());
+    this.heardOf.delete(id.toString());
     this.lastJoin = Date.now();
     if (conn !== undefined && this.memberCount() < this.init.meshLimit) {
       this.askMembers(conn).catch((err: unknown) => {
@@ -148,6 +159,7 @@ export class Membership {
       return;
     }
     this.dead.set(id, Date.now());
+    this.heardOf.delete(id);
     const dropped = this.init.store.removePeer(id);
     this.init.log.info({ peer: id, records: dropped, reason }, 'peer gone: its provider records dropped');
   }
@@ -202,7 +214,16 @@ export class Membership {
       if (key === self || this.init.libp2p.getConnections(id).length > 0 || addrs.length === 0) {
         continue;
       }
-      this.dial(id, addrs);
+      if (this.heardOf.size < this.init.meshLimit) {
+        this.heardOf.add(key);
+      }
+      // a member we cannot reach now no longer holds the view open (gossip names it again later);
+      // it is not declared dead: on a busy node a dial can time out while the peer is alive
+      this.dial(id, addrs).then((ok) => {
+        if (!ok && !this.dialing.has(key)) {
+          this.heardOf.delete(key);
+        }
+      });
     }
   }
 

@@ -23,16 +23,21 @@ import {
 import { Bootstrapper } from './bootstrap.ts';
 import { SortedMemoryDatastore } from './datastore.ts';
 import { loadOrCreateKey } from './identity.ts';
-import { installProviderStore, type KadInternals, kadInternals } from './kad-internals.ts';
+import {
+  countInboundStreams,
+  installProviderStore,
+  type KadInternals,
+  kadInternals,
+} from './kad-internals.ts';
 import { Lookup } from './lookup.ts';
-import { Membership } from './membership.ts';
+import { FERRY_MEMBERS_PROTOCOL, Membership } from './membership.ts';
 import { NETWORK_KEY_LENGTH } from './network-key.ts';
 import { DEFAULTS, defaultResolver, parseList, positiveInt, validPort } from './options.ts';
 import { PeerBook } from './peer-book.ts';
 import { privateNetwork } from './private-network.ts';
 import { Provider } from './provide.ts';
 import { ProviderStore } from './provider-store.ts';
-import type { P2PLogger, P2PNode, P2PNodeOptions, Peer } from './types.ts';
+import type { P2PLogger, P2PNode, P2PNodeOptions, P2PStats, Peer } from './types.ts';
 
 /** DHT protocol id: isolates Ferry clusters from IPFS and other DHTs. */
 export const FERRY_KAD_PROTOCOL = '/ferry/kad/1.0.0';
@@ -60,6 +65,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
   const validity = positiveInt('recordValidityMs', opts.recordValidityMs, DEFAULTS.recordValidityMs, 1_000);
   const provideTimeoutMs = positiveInt('provideTimeoutMs', opts.provideTimeoutMs, DEFAULTS.provideTimeoutMs);
   const dialTimeoutMs = positiveInt('dialTimeoutMs', opts.dialTimeoutMs, DEFAULTS.dialTimeoutMs);
+  const pingTimeoutMs = positiveInt('pingTimeoutMs', opts.pingTimeoutMs, DEFAULTS.pingTimeoutMs, 100);
   const bootstrapRetryMs = positiveInt('bootstrapRetryMs', opts.bootstrapRetryMs, DEFAULTS.bootstrapRetryMs);
   const staticTargets = parseList('bootstrapPeers', opts.bootstrapPeers, parseBootstrapPeer);
   const dnsTargets = parseList('bootstrapDns', opts.bootstrapDns, parseBootstrapDns);
@@ -102,6 +108,11 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
       maxIncomingPendingConnections: 64,
       maxConnections: 400,
       dialTimeout: dialTimeoutMs,
+    },
+    // pings every connection every 10 s and closes one whose ping takes longer than the timeout
+    // (adaptive, at least pingTimeoutMs): a half-open connection to a vanished host closes too
+    connectionMonitor: {
+      pingTimeout: { minTimeout: pingTimeoutMs, maxTimeout: Math.max(pingTimeoutMs, 60_000) },
     },
     services: {
       identify: identify(),
@@ -165,7 +176,16 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
         dialTimeoutMs,
         bootstrapRetryMs,
       }),
-      finder: new Lookup({ libp2p, kad, peers, log, registryPort, membership, stopSignal }),
+      finder: new Lookup({
+        libp2p,
+        kad,
+        peers,
+        log,
+        registryPort,
+        membership,
+        stopSignal,
+        protocol: FERRY_KAD_PROTOCOL,
+      }),
     };
   });
   await node.start();
@@ -216,6 +236,7 @@ class FerryNode implements P2PNode {
   private readonly sweepMs: number;
   private nextSweepAt = 0;
   private readonly stopController = new AbortController();
+  private readonly inbound: Record<string, number> = {};
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopping: Promise<void> | undefined;
 
@@ -263,6 +284,11 @@ class FerryNode implements P2PNode {
     });
     await this.membership.start();
     await this.libp2p.start();
+    for (const protocol of [FERRY_KAD_PROTOCOL, FERRY_MEMBERS_PROTOCOL]) {
+      countInboundStreams(this.libp2p, protocol, () => {
+        this.inbound[protocol] = (this.inbound[protocol] ?? 0) + 1;
+      });
+    }
     this.log.info({ peerId: this.peerId, addresses: this.addresses }, 'p2p node started');
     this.bootstrapper.start();
     this.schedule();
@@ -286,6 +312,17 @@ class FerryNode implements P2PNode {
 
   lookup(key: string, opts: { signal: AbortSignal }): AsyncGenerator<Peer, void, undefined> {
     return this.finder.lookup(key, opts);
+  }
+
+  stats(): P2PStats {
+    return {
+      members: this.membership.memberCount(),
+      settled: this.membership.settled(),
+      records: this.store.size,
+      keys: this.store.keys,
+      inboundStreams: { ...this.inbound },
+      lookups: { ...this.finder.counts },
+    };
   }
 
   async sign(data: Uint8Array): Promise<Uint8Array> {

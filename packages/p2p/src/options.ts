@@ -7,6 +7,8 @@ export const DEFAULTS = {
   provideTimeoutMs: 30_000,
   dialTimeoutMs: 5_000,
   bootstrapRetryMs: 1_000,
+  /** Least time a connection monitor ping may take before the connection is closed. */
+  pingTimeoutMs: 5_000,
   bootstrapRetryMaxMs: 30_000,
   /** While ready, keys whose provide failed are retried this often. */
   pendingRetryMs: 10_000,
@@ -18,6 +20,8 @@ export const DEFAULTS = {
   settleMs: 2_000,
   /** A node below the mesh limit asks a random member for its members this often. */
   gossipMs: 5_000,
+  /** Deadline of the direct GET_PROVIDERS round a lookup runs while the local view is incomplete. */
+  askPeersMs: 1_000,
   /** Bound for learning a provider's registry port through identify during a lookup. */
   identifyTimeoutMs: 2_000,
 };

@@ -43,6 +43,11 @@ export interface P2PNodeOptions {
   meshLimit?: number;
   /** Upper bound for one stream of provider records (open, write, peer's acknowledgement), default 30 s. */
   provideTimeoutMs?: number;
+  /**
+   * Least time a connection-monitor ping (every 10 s per connection) may take before the
+   * connection is closed as dead (default 5 s; the timeout adapts upwards to measured pings).
+   */
+  pingTimeoutMs?: number;
   /** Upper bound for one bootstrap dial, default 5 s. */
   dialTimeoutMs?: number;
   /** First delay before re-bootstrapping while the routing table is empty (default 1 s; doubles up to 30 s). */
@@ -93,8 +98,24 @@ export interface P2PNode extends Router {
    * `verifyPeerSignature(peerId, data, signature)`.
    */
   sign(data: Uint8Array): Promise<Uint8Array>;
+  /** Counters for tests and benchmarks. */
+  stats(): P2PStats;
   /** Stop timers, abort queries and provides, close every connection. Idempotent. */
   stop(): Promise<void>;
+}
+
+export interface P2PStats {
+  /** DHT members connected. */
+  members: number;
+  /** The local provider store is taken as the whole cluster's (membership.ts). */
+  settled: boolean;
+  /** Provider records held (key × provider), this node's own included, and keys. */
+  records: number;
+  keys: number;
+  /** Streams peers opened to this node since start, per protocol (kad, members). */
+  inboundStreams: Record<string, number>;
+  /** Lookups since start: answered locally, and those that asked peers. */
+  lookups: { local: number; network: number };
 }
 
 export type { CID, Peer, Router };

@@ -9,6 +9,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { Key } from 'interface-datastore/key';
+import { Message, MessageType } from '../generated/kad.js';
 import {
   type Candidate,
   closestCandidates,
@@ -18,7 +19,6 @@ import {
 } from '../src/batch-provide.ts';
 import { SortedMemoryDatastore } from '../src/datastore.ts';
 import { keyToCid } from '../src/keys.ts';
-import { Message, MessageType } from '../generated/kad.js';
 
 interface KadMessage {
   type: string;

@@ -1,22 +1,13 @@
 // Mesh and liveness on 5 nodes (127.77.45.x): every node bootstraps from node 1 only and the mesh
 // forms through the members protocol; a digest advertised by two nodes is found from every node;
 // once a provider is known dead it is never yielded nor dialled again. (The same scenario at 25
-// nodes, beyond k, is scale-cluster.ts, run by hand.)
+// nodes, beyond k, in several processes, is scale.test.ts.)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createP2PNode, type P2PLogger, type P2PNode, type Peer } from '../src/index.ts';
+import { until } from './cluster/harness.ts';
 
 const N = 5;
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function providers(node: P2PNode, key: string): Promise<Peer[]> {
   const out: Peer[] = [];

@@ -13,22 +13,9 @@ import {
   type Peer,
   verifyPeerSignature,
 } from '../src/index.ts';
+import { until } from './until.ts';
 
 const digest = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`;
-
-async function until(
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -1,0 +1,140 @@
+// A P2P test cluster spread over a few child processes (worker.ts): node i runs in worker
+// i % workers, on its own loopback address. Used by the 25-node test and the scale benchmark.
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { P2PStats } from '../../src/index.ts';
+import { until as poll } from '../until.ts';
+import type { Command, LookupResult, NodeEvents, StartArgs } from './worker.ts';
+
+const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
+type Reply = { id: number; ok: boolean; value?: unknown; error?: string };
+// a command without its id; the union stays a union
+type Without<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
+type Call = Without<Command, 'id'>;
+
+class Worker {
+  private readonly child: ChildProcess;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  readonly ready: Promise<void>;
+
+  constructor() {
+    this.child = fork(WORKER, [], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let started: () => void = () => {};
+    this.ready = new Promise((r) => {
+      started = r;
+    });
+    this.child.on('message', (m: Reply) => {
+      if (m.id === 0) {
+        started();
+        return;
+      }
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (m.ok) {
+        p?.resolve(m.value);
+      } else {
+        p?.reject(new Error(m.error));
+      }
+    });
+    this.child.on('exit', () => {
+      for (const p of this.pending.values()) {
+        p.reject(new Error('worker exited'));
+      }
+      this.pending.clear();
+    });
+  }
+
+  call<T>(cmd: Call): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.child.send({ ...cmd, id });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) {
+      return;
+    }
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.disconnect();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+export interface ClusterNode {
+  peerId: string;
+  addresses: string[];
+}
+
+export class Cluster {
+  private readonly workers: Worker[];
+  /** Running nodes by index. */
+  readonly nodes = new Map<number, ClusterNode>();
+  private readonly net: string;
+
+  /** `net`: the loopback prefix, e.g. `127.77.40` (node i listens on `<net>.<i + 1>`). */
+  constructor(workers: number, net: string) {
+    this.workers = Array.from({ length: workers }, () => new Worker());
+    this.net = net;
+  }
+
+  private worker(i: number): Worker {
+    return this.workers[i % this.workers.length] as Worker;
+  }
+
+  host(i: number): string {
+    return `${this.net}.${i + 1}`;
+  }
+
+  async start(i: number, args: Omit<StartArgs, 'host'> = {}): Promise<ClusterNode> {
+    await this.worker(i).ready;
+    const node = await this.worker(i).call<ClusterNode>({
+      op: 'start',
+      node: i,
+      args: { ...args, host: this.host(i) },
+    });
+    this.nodes.set(i, node);
+    return node;
+  }
+
+  advertise(i: number, keys: string[]): Promise<void> {
+    return this.worker(i).call({ op: 'advertise', node: i, keys });
+  }
+
+  lookup(i: number, key: string, timeoutMs = 5_000, want?: string): Promise<LookupResult> {
+    return this.worker(i).call({ op: 'lookup', node: i, key, timeoutMs, ...(want ? { want } : {}) });
+  }
+
+  peers(i: number): Promise<number> {
+    return this.worker(i).call({ op: 'peers', node: i });
+  }
+
+  events(i: number): Promise<NodeEvents> {
+    return this.worker(i).call({ op: 'events', node: i });
+  }
+
+  stats(i: number): Promise<P2PStats> {
+    return this.worker(i).call({ op: 'stats', node: i });
+  }
+
+  async stop(i: number): Promise<void> {
+    this.nodes.delete(i);
+    await this.worker(i).call({ op: 'stop', node: i });
+  }
+
+  /** Stop every worker (each stops its nodes). */
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.close()));
+  }
+}
+
+/** {@link poll} with deadlines for a cluster on a loaded machine: 120 s, every 100 ms. */
+export function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 120_000) {
+  return poll(what, check, timeoutMs, 100);
+}

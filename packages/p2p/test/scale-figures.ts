@@ -1,0 +1,254 @@
+// Scale figures of the p2p layer at several cluster sizes (issue 11), as one Markdown table: each
+// cluster is spread over several processes (cluster/harness.ts), node i on 127.78.<n>.<i+1>. The
+// smallest size is the baseline measured in the same run (ratios are against it). Nothing asserts
+// on time. Figures per size:
+// - mesh: seconds until every node is connected to every other (nodes started in waves);
+// - DHT streams (kad + members) received per node per minute, idle (30 s) and during a rollout
+//   (every node advertises the same 5 new digests at once; 30 s from its start);
+// - findable: one image (4 digests) advertised on node 0, time until each other node's lookup
+//   yields node 0 (polled every 50 ms);
+// - lookup of that held digest and misses (random digests, ended by a 20 ms deadline as the
+//   mirror's resolve timeout does), 200 each, round-robin over the nodes;
+// - 10,000 digests advertised on node 0: until every node finds the last one and 20 random ones;
+// - churn: 20% of the nodes killed (node 0, a holder of the churn digest, among them; nodes 1 and
+//   2 keep holding it): lookups of it at once and after the deaths are known, and how many lookups
+//   dialled a dead peer after that node knew it dead;
+// - restart: node 0 comes back with its identity and advertises a new digest: time until every
+//   node finds it.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Cluster, until } from './cluster/harness.ts';
+
+const digest = () => `sha256:${randomBytes(32).toString('hex')}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const RESOLVE_TIMEOUT_MS = 20;
+const COMMON = { pingTimeoutMs: 30_000, dialTimeoutMs: 20_000 };
+
+export function pct(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
+}
+
+type Figures = Map<string, string>;
+
+async function streamsPerNodeMinute(
+  c: Cluster,
+  ids: number[],
+  windowMs: number,
+  during?: () => Promise<unknown>,
+) {
+  const total = async () =>
+    (await Promise.all(ids.map((i) => c.stats(i)))).reduce(
+      (sum, s) => sum + Object.values(s.inboundStreams).reduce((a, b) => a + b, 0),
+      0,
+    );
+  const before = await total();
+  const t0 = Date.now();
+  await during?.();
+  await sleep(Math.max(0, windowMs - (Date.now() - t0)));
+  return ((await total()) - before) / ids.length / ((Date.now() - t0) / 60_000);
+}
+
+/** Time (ms from `t0`) until each of `ids` finds `key` on `want`. */
+async function findable(c: Cluster, ids: number[], key: string, want: string, t0: number, limitMs: number) {
+  const times: number[] = [];
+  await Promise.all(
+    ids.map(async (i) => {
+      while (Date.now() - t0 < limitMs) {
+        if ((await c.lookup(i, key, 2_000, want)).found.includes(want)) {
+          times.push(Date.now() - t0);
+          return;
+        }
+        await sleep(50);
+      }
+    }),
+  );
+  return times;
+}
+
+async function measure(size: number, net: number): Promise<Figures> {
+  const f: Figures = new Map();
+  const workers = Math.min(10, Math.ceil(size / 5));
+  const c = new Cluster(workers, `127.78.${net}`);
+  const dataDir = await mkdtemp(join(tmpdir(), 'ferry-scale-bench-'));
+  try {
+    const t0 = Date.now();
+    const first = await c.start(0, { ...COMMON, dataDir });
+    const bootstrap = [first.addresses[0] as string];
+    for (let i = 1; i < size; i += workers) {
+      const wave = Array.from({ length: Math.min(workers, size - i) }, (_, j) => i + j);
+      await Promise.all(wave.map((n) => c.start(n, { ...COMMON, bootstrap })));
+    }
+    const all = [...c.nodes.keys()];
+    await until(
+      'mesh',
+      async () => (await Promise.all(all.map((i) => c.peers(i)))).every((n) => n === size - 1),
+      300_000,
+    ).catch(() => {});
+    const meshed = (await Promise.all(all.map((i) => c.peers(i)))).filter((n) => n === size - 1).length;
+    f.set(
+      'mesh formed: nodes with every peer / s',
+      `${meshed}/${size} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+    );
+    await sleep(3_000);
+    f.set(
+      'DHT streams in per node per minute, idle',
+      (await streamsPerNodeMinute(c, all, 30_000)).toFixed(1),
+    );
+    const rollout = Array.from({ length: 5 }, digest);
+    const rolloutRate = await streamsPerNodeMinute(c, all, 30_000, () =>
+      Promise.all(all.map((i) => c.advertise(i, rollout))),
+    );
+    f.set('DHT streams in per node per minute, rollout (5 digests on every node)', rolloutRate.toFixed(1));
+
+    const holder = first.peerId;
+    const image = Array.from({ length: 4 }, digest);
+    const tAdv = Date.now();
+    await c.advertise(0, image);
+    const times = await findable(c, all.slice(1), image[0] as string, holder, tAdv, 60_000);
+    f.set(
+      'findable, one image from node 0: p50 / p99 / max ms (nodes)',
+      `${pct(times, 50)} / ${pct(times, 99)} / ${Math.max(...times)} (${times.length}/${size - 1})`,
+    );
+    const hits: number[] = [];
+    const misses: number[] = [];
+    let ok = 0;
+    for (let r = 0; r < 200; r++) {
+      const i = 1 + (r % (size - 1));
+      const h = await c.lookup(i, image[0] as string, 2_000, holder);
+      hits.push(h.ms);
+      ok += h.found.includes(holder) ? 1 : 0;
+      misses.push((await c.lookup(i, digest(), RESOLVE_TIMEOUT_MS)).ms);
+    }
+    f.set(
+      'lookup of a held digest: p50 / p99 ms (found)',
+      `${pct(hits, 50).toFixed(1)} / ${pct(hits, 99).toFixed(1)} (${ok}/200)`,
+    );
+    f.set(
+      `miss, ${RESOLVE_TIMEOUT_MS} ms deadline: p50 / p99 ms`,
+      `${pct(misses, 50).toFixed(1)} / ${pct(misses, 99).toFixed(1)}`,
+    );
+
+    if (size === 50 || process.argv.includes('--many-everywhere')) {
+      const many = Array.from({ length: 10_000 }, digest);
+      const tMany = Date.now();
+      await c.advertise(0, many);
+      const probes = [
+        many[many.length - 1] as string,
+        ...Array.from({ length: 20 }, () => many[Math.floor(Math.random() * many.length)] as string),
+      ];
+      let manyS = 'not within 120 s';
+      await until(
+        '10,000 digests findable',
+        async () => {
+          const res = await Promise.all(
+            all.slice(1).flatMap((i) => probes.map((k) => c.lookup(i, k, 2_000, holder))),
+          );
+          return res.every((r) => r.found.includes(holder));
+        },
+        120_000,
+      )
+        .then(() => {
+          manyS = ((Date.now() - tMany) / 1000).toFixed(1);
+        })
+        .catch(() => {});
+      f.set('10,000 digests from node 0 findable on every node, s', manyS);
+    }
+
+    // churn: node 0 and others, 20% in all, killed; nodes 1 and 2 keep holding the churn digest
+    const churnKey = digest();
+    await Promise.all([0, 1, 2].map((i) => c.advertise(i, [churnKey])));
+    const keepers = [c.nodes.get(1)?.peerId, c.nodes.get(2)?.peerId] as string[];
+    await findable(c, all.slice(3), churnKey, keepers[1] as string, Date.now(), 30_000);
+    const killCount = Math.max(1, Math.round(size * 0.2));
+    const victims = [
+      0,
+      ...all
+        .slice(3)
+        .sort(() => Math.random() - 0.5)
+        .slice(0, killCount - 1),
+    ];
+    const deadIds = victims.map((i) => c.nodes.get(i)?.peerId as string);
+    const tKill = Date.now();
+    await Promise.all(victims.map((i) => c.stop(i)));
+    const survivors = all.filter((i) => !victims.includes(i));
+    const churnLookups = async () => {
+      let good = 0;
+      for (let r = 0; r < 100; r++) {
+        const { found } = await c.lookup(survivors[r % survivors.length] as number, churnKey, 2_000);
+        good += found.some((p) => keepers.includes(p)) && !found.some((p) => deadIds.includes(p)) ? 1 : 0;
+      }
+      return good;
+    };
+    const atOnce = await churnLookups();
+    let known = 'not within 120 s';
+    await until(
+      'deaths known',
+      async () => {
+        const ev = await Promise.all(survivors.map((i) => c.events(i)));
+        return ev.every((e) => deadIds.every((d) => e.gone.some((g) => g.peer === d)));
+      },
+      120_000,
+    )
+      .then(() => {
+        known = ((Date.now() - tKill) / 1000).toFixed(1);
+      })
+      .catch(() => {});
+    const after = await churnLookups();
+    const ev = await Promise.all(survivors.map((i) => c.events(i)));
+    const late = ev.reduce(
+      (n, e) => n + e.unreachable.filter((u) => e.gone.some((g) => g.peer === u.peer && g.at < u.at)).length,
+      0,
+    );
+    f.set('churn (20% killed, a holder among them): deaths known everywhere, s', known);
+    f.set('churn: lookups of the still-held digest right after / once known', `${atOnce}/100 / ${after}/100`);
+    f.set('churn: dials to a peer after it was known dead', String(late));
+
+    const fresh = digest();
+    const tRestart = Date.now();
+    await c.start(0, { ...COMMON, dataDir, bootstrap: [c.nodes.get(1)?.addresses[0] as string] });
+    await c.advertise(0, [fresh]);
+    const rejoin = await findable(c, survivors, fresh, holder, tRestart, 60_000);
+    f.set(
+      'restart: node 0 rejoins, its new digest findable: p50 / max ms (nodes)',
+      `${pct(rejoin, 50)} / ${Math.max(...rejoin)} (${rejoin.length}/${survivors.length})`,
+    );
+  } finally {
+    await c.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+  return f;
+}
+
+const TARGETS: Record<string, string> = {
+  'findable, one image from node 0: p50 / p99 / max ms (nodes)': 'p99 ≤ 2,000',
+  'lookup of a held digest: p50 / p99 ms (found)': 'every one found',
+  [`miss, ${RESOLVE_TIMEOUT_MS} ms deadline: p50 / p99 ms`]: `p99 ≤ ${RESOLVE_TIMEOUT_MS + 5}`,
+  '10,000 digests from node 0 findable on every node, s': '≤ 10 at 50 nodes',
+  'churn: lookups of the still-held digest right after / once known': '100%',
+  'churn: dials to a peer after it was known dead': '0',
+  'restart: node 0 rejoins, its new digest findable: p50 / max ms (nodes)': '≤ 5,000',
+  'DHT streams in per node per minute, idle': 'grows at most linearly',
+  'DHT streams in per node per minute, rollout (5 digests on every node)': 'grows at most linearly',
+};
+
+/** Measure every size (the first is the baseline) and return the Markdown table. */
+export async function clusterFigures(sizes: number[]): Promise<string> {
+  const bySize: Figures[] = [];
+  for (const [n, size] of sizes.entries()) {
+    const t0 = Date.now();
+    bySize.push(await measure(size, 10 + n));
+    process.stderr.write(`scale-figures: ${size} nodes in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+  }
+  const names = [...new Set(bySize.flatMap((f) => [...f.keys()]))];
+  const lines = [
+    `| figure | ${sizes.map((s) => `${s} nodes`).join(' | ')} | target |`,
+    `| --- | ${sizes.map(() => '---').join(' | ')} | --- |`,
+    ...names.map(
+      (name) => `| ${name} | ${bySize.map((f) => f.get(name) ?? '—').join(' | ')} | ${TARGETS[name] ?? ''} |`,
+    ),
+  ];
+  return `${lines.join('\n')}\n`;
+}
