@@ -89,9 +89,11 @@ for (const r of rows) {
   console.log(`| ${r.join(' | ')} |`);
 }
 if (!storeOnly) {
-  const table = await clusterFigures(sizes);
+  // the table so far is written after each size: a long run interrupted keeps its figures
+  const table = await clusterFigures(sizes, (partial) => {
+    if (out !== undefined) {
+      writeFileSync(out, partial);
+    }
+  });
   console.log(table);
-  if (out !== undefined) {
-    writeFileSync(out, table);
-  }
 }

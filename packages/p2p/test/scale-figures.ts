@@ -235,13 +235,18 @@ const TARGETS: Record<string, string> = {
 };
 
 /** Measure every size (the first is the baseline) and return the Markdown table. */
-export async function clusterFigures(sizes: number[]): Promise<string> {
+export async function clusterFigures(sizes: number[], onSize?: (table: string) => void): Promise<string> {
   const bySize: Figures[] = [];
   for (const [n, size] of sizes.entries()) {
     const t0 = Date.now();
     bySize.push(await measure(size, 10 + n));
     process.stderr.write(`scale-figures: ${size} nodes in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+    onSize?.(table(sizes.slice(0, bySize.length), bySize));
   }
+  return table(sizes, bySize);
+}
+
+function table(sizes: number[], bySize: Figures[]): string {
   const names = [...new Set(bySize.flatMap((f) => [...f.keys()]))];
   const lines = [
     `| figure | ${sizes.map((s) => `${s} nodes`).join(' | ')} | target |`,
