@@ -104,9 +104,12 @@ class Peers {
     if (a.ok !== true) throw new Error(`peers: ${String(a.error)}`);
     return a as unknown as { ms: number; settledMs: number; keys: string[]; unsigned: number };
   }
+  /** Stops the harness; at once when it already exited (it can crash under the records' traffic). */
   async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
     this.child.stdin!.write('quit\n');
-    await new Promise((r) => this.child.once('exit', r));
+    await exited;
   }
 }
 
