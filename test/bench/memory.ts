@@ -176,7 +176,9 @@ async function idle(cd: ContainerdHandle, host: string, dir: string): Promise<vo
     log(`idle: ${what}…`);
     const r = await idleAgent(cd, host, dir, `idle${i}`, entry, env, nodeArgs);
     baseline ??= r.rss;
-    const code = (r.spaces.code_space ?? 0) + (r.spaces.code_large_object_space ?? 0);
+    const code =
+      (r.spaces.code ?? r.spaces.code_space ?? 0) +
+      (r.spaces.code_large_object ?? r.spaces.code_large_object_space ?? 0);
     rows.push(
       `| ${what} | ${mib(r.rss)} | ${(r.rss / baseline).toFixed(2)}× | ${(r.rss / MiB / 110).toFixed(2)}× | ${mib(r.fileRss)} | ${mib(r.anonRss)} | ${mib(r.heapTotal)} | ${mib(r.heapUsed)} | ${mib(code)} | ${mib(r.external)} | ${mib(r.anonRss - r.heapTotal - r.external)} | ${r.cpu.toFixed(2)} s |`,
     );
