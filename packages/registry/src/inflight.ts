@@ -30,6 +30,8 @@ export function rank(peerId: string, digest: string): string {
 
 /** Longest wait for the DHT to take an announcement before the election window starts anyway. */
 const ANNOUNCE_CAP_MS = 1000;
+/** Least time a lookup gets to collect providers. */
+const LOOKUP_MS = 1000;
 /** Most providers taken from one lookup. */
 const MAX_FOUND = 32;
 /** A fetcher looks for a lower-ranked fetcher at growing intervals, from the window (at least the min) up to the max. */
@@ -67,10 +69,9 @@ export class Inflight {
   async elect(digest: string): Promise<Peer[]> {
     const myRank = this.rankOf(digest);
     const started = performance.now();
-    const ms = Math.max(this.windowMs, 50);
     // Announce (so nodes asking at the same moment see us) while looking for copies being fed.
     const [copies0] = await Promise.all([
-      this.find(copyKey(digest), ms),
+      this.find(copyKey(digest)),
       withDeadline(this.dir.advertise([electionKey(digest)]), Math.max(this.windowMs, ANNOUNCE_CAP_MS)),
     ]);
     // A copy being fed: follow one (any of them is further along than us).
@@ -79,9 +80,9 @@ export class Inflight {
     const announcedMs = performance.now() - started;
     await sleep(this.windowMs);
     const [electors, copies, fetchers] = await Promise.all([
-      this.find(electionKey(digest), ms),
-      this.find(copyKey(digest), ms),
-      this.find(fetchKey(digest), ms),
+      this.find(electionKey(digest)),
+      this.find(copyKey(digest)),
+      this.find(fetchKey(digest)),
     ]);
     // A node already fetching (announced while we waited): follow it, whatever its rank. It never
     // follows us: a fetcher only yields to a lower-ranked fetcher.
@@ -105,7 +106,7 @@ export class Inflight {
   /** Copies still being fed by lower ranks than ours, not in `tried` (a source was lost: no cycles). */
   async lowerCopies(digest: string, tried: Set<string>): Promise<Peer[]> {
     const myRank = this.rankOf(digest);
-    const copies = await this.find(copyKey(digest), Math.max(this.windowMs, 50));
+    const copies = await this.find(copyKey(digest));
     return this.byRank(
       copies.filter((p) => !tried.has(p.id) && rank(p.id, digest) < myRank),
       digest,
@@ -127,7 +128,7 @@ export class Inflight {
       } catch {
         return undefined;
       }
-      const lower = (await this.find(fetchKey(digest), Math.max(this.windowMs, 50))).filter(
+      const lower = (await this.find(fetchKey(digest))).filter(
         (p) => !exclude.has(p.id) && rank(p.id, digest) < myRank,
       );
       if (lower.length > 0 && !signal.aborted) return this.byRank(lower, digest)[0];
@@ -151,10 +152,14 @@ export class Inflight {
       .map((x) => x.p);
   }
 
-  /** Peers providing `key` (not us), collected within `ms`. */
-  private async find(key: string, ms: number): Promise<Peer[]> {
+  /**
+   * Peers providing `key` (not us). A directory that holds every record (a cluster within the mesh)
+   * answers at once; beyond it the lookup asks the DHT, which takes round trips: it gets up to
+   * LOOKUP_MS (at least the window), or nodes asking at once would not see each other.
+   */
+  private async find(key: string): Promise<Peer[]> {
     const out: Peer[] = [];
-    const signal = AbortSignal.timeout(ms);
+    const signal = AbortSignal.timeout(Math.max(this.windowMs, LOOKUP_MS));
     try {
       for await (const p of this.dir.lookup(key, { signal })) {
         if (p.id !== this.dir.peerId && !has(out, p)) out.push(p);
