@@ -3,7 +3,7 @@ import type { Peer, PeerAuth } from '@ferry/interface';
 import { firstHeader, hostPort } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
 import { MIRRORED_HEADER, signedRequest } from './peer-fetch.ts';
-import type { SpoolEntry } from './spool.ts';
+import { fill, type SpoolEntry } from './spool.ts';
 
 /** Header naming the node that follows a transfer (its own claim: shown on the status page, counted in metrics). */
 export const FOLLOWER_HEADER = 'x-ferry-follower';
@@ -66,7 +66,7 @@ export async function feedFromPeer(
     }
     if (!Number.isSafeInteger(size) || size < 0) throw new Error('peer answered no size');
     await entry.begin(size, firstHeader(res.headers['content-type']));
-    for await (const chunk of res.body as AsyncIterable<Buffer>) await entry.write(chunk);
+    await fill(entry, res.body as AsyncIterable<Buffer>);
     if (entry.state !== 'complete') throw new Error(`peer body ended at ${entry.written} bytes`);
   } finally {
     // An unread body errors when destroyed (RequestAbortedError): that error is expected here.

@@ -6,7 +6,7 @@ import type { ByteRange } from '@ferry/oci';
 import { Agent, type Dispatcher } from 'undici';
 import { copyKey, electionKey, fetchKey, Inflight, type InflightDirectory } from './inflight.ts';
 import { feedFromPeer } from './peer-feed.ts';
-import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
+import { fill, type Spool, type SpoolEntry, SpoolError } from './spool.ts';
 import type { ContentInfo, ContentSource } from './types.ts';
 
 /** What to fetch. */
@@ -326,11 +326,12 @@ export class PullThrough {
       if (out.kind === 'unavailable') throw new Error(`upstream unavailable: ${out.reason}`);
       try {
         await t.entry.begin(out.size, out.mediaType);
-        for await (const chunk of out.body) {
-          this.opts.observer?.onUpstreamBytes?.(chunk.length);
-          await t.entry.write(chunk);
-          if (attempt.signal.aborted) break;
-        }
+        await fill(t.entry, out.body, {
+          ...(this.opts.observer?.onUpstreamBytes === undefined
+            ? {}
+            : { onBytes: this.opts.observer.onUpstreamBytes }),
+          stop: attempt.signal,
+        });
       } finally {
         out.cancel();
       }

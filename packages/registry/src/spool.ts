@@ -1,10 +1,15 @@
 import { createHash, type Hash } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDigest } from '@ferry/oci';
 
 /** Largest chunk handed to a reader at once. */
 const READ_CHUNK = 1024 * 1024;
+/** `fill` gathers a source's chunks into writes of up to this many bytes… */
+const FILL_BYTES = 512 * 1024;
+/** …and writes what it holds at the latest this long after the first of them arrived. */
+const FILL_MS = 20;
 
 /** Why an entry could not be kept. */
 export class SpoolError extends Error {
@@ -320,5 +325,69 @@ export class Spool {
   /** Removes every entry. */
   async close(): Promise<void> {
     for (const e of [...this.entries.values()]) await this.remove(e);
+  }
+}
+
+/**
+ * Writes a source's body into an entry, gathering its chunks (a socket gives 16-64 KiB at a time)
+ * into writes of up to FILL_BYTES, each written at the latest FILL_MS after its first byte arrived:
+ * one file write, hash update and reader wake-up per batch instead of per chunk. Stops early (with
+ * what it holds written) when `stop` aborts. Bytes held when the source fails are written before the
+ * error is thrown, so a resume with `Range` starts after them.
+ */
+export async function fill(
+  entry: SpoolEntry,
+  body: AsyncIterable<Buffer>,
+  opts: { onBytes?: (n: number) => void; stop?: AbortSignal } = {},
+): Promise<void> {
+  const it = body[Symbol.asyncIterator]();
+  const held: Buffer[] = [];
+  let heldBytes = 0;
+  let heldSince = 0;
+  const flush = async () => {
+    if (heldBytes === 0) return;
+    const buf = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, heldBytes);
+    held.length = 0;
+    heldBytes = 0;
+    await entry.write(buf);
+  };
+  let next: Promise<IteratorResult<Buffer>> | undefined = it.next();
+  try {
+    for (;;) {
+      let r: IteratorResult<Buffer> | undefined;
+      if (heldBytes === 0) r = await next;
+      else {
+        const left = heldSince + FILL_MS - performance.now();
+        const timer = new AbortController();
+        r = await Promise.race([
+          next,
+          sleep(Math.max(0, left), undefined, { signal: timer.signal }).then(
+            () => undefined,
+            () => undefined,
+          ),
+        ]);
+        timer.abort();
+      }
+      if (r === undefined) {
+        await flush();
+        continue;
+      }
+      next = undefined;
+      if (r.done) break;
+      opts.onBytes?.(r.value.length);
+      if (heldBytes === 0) heldSince = performance.now();
+      held.push(r.value);
+      heldBytes += r.value.length;
+      if (heldBytes >= FILL_BYTES) await flush();
+      if (opts.stop?.aborted) break;
+      next = it.next();
+    }
+    await flush();
+  } catch (err) {
+    if (!(err instanceof SpoolError) && entry.state === 'filling') await flush().catch(() => {});
+    throw err;
+  } finally {
+    next?.catch(() => {});
+    await it.return?.().catch(() => {});
   }
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as delay, setImmediate as tick } from 'node:timers/promises';
-import { Spool, SpoolError } from '../src/spool.ts';
+import { fill, Spool, SpoolError } from '../src/spool.ts';
 
 const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const plenty = async () => 1e15;
@@ -131,4 +131,65 @@ test('a reader whose signal aborts stops waiting', async (t) => {
   await assert.rejects(r, /client went away/);
   assert.equal(await e.sizeKnown(AbortSignal.abort()), undefined);
   assert.equal(e.readers, 0);
+});
+
+test('fill gathers small chunks into larger writes; a trickle still reaches readers; held bytes are written before a source error', async (t) => {
+  const { spool } = await tempSpool(t);
+  const data = randomBytes(2 * 1024 * 1024);
+  // Many small chunks: the entry sees far fewer writes than chunks, and the right bytes.
+  const e = await spool.create(digestOf(data));
+  await e.begin(data.length, undefined);
+  let writes = 0;
+  const write = e.write.bind(e);
+  e.write = (chunk: Buffer) => {
+    writes++;
+    return write(chunk);
+  };
+  async function* small() {
+    for (let off = 0; off < data.length; off += 16_384) yield data.subarray(off, off + 16_384);
+  }
+  let counted = 0;
+  await fill(e, small(), {
+    onBytes: (n) => {
+      counted += n;
+    },
+  });
+  assert.equal(e.state, 'complete');
+  assert.equal(counted, data.length);
+  assert.ok(writes <= 8, `${writes} writes for 128 chunks`);
+  assert.ok((await collect(e.read())).equals(data));
+
+  // A source that sends a few bytes and stalls: the bytes are written without waiting for more.
+  const slow = randomBytes(4096);
+  const s = await spool.create(digestOf(slow));
+  await s.begin(slow.length, undefined);
+  let release: () => void = () => {};
+  const stalled = new Promise<void>((r) => {
+    release = r;
+  });
+  async function* trickle() {
+    yield slow.subarray(0, 1000);
+    await stalled;
+    yield slow.subarray(1000);
+  }
+  const filling = fill(s, trickle());
+  const deadline = Date.now() + 5000;
+  while (s.written < 1000 && Date.now() < deadline) await delay(5);
+  assert.equal(s.written, 1000, 'the first bytes are written while the source stalls');
+  release();
+  await filling;
+  assert.equal(s.state, 'complete');
+
+  // A source that breaks: what it sent is in the entry (a resume starts after it).
+  const broken = randomBytes(100_000);
+  const b = await spool.create(digestOf(broken));
+  await b.begin(broken.length, undefined);
+  async function* breaks() {
+    yield broken.subarray(0, 30_000);
+    yield broken.subarray(30_000, 50_000);
+    throw new Error('connection reset');
+  }
+  await assert.rejects(fill(b, breaks()), /connection reset/);
+  assert.equal(b.written, 50_000);
+  assert.equal(b.state, 'filling');
 });
