@@ -1,5 +1,5 @@
 export type { InflightDirectory } from './inflight.ts';
-export { copyKey, electionKey, fetchKey, rank } from './inflight.ts';
+export { copyKey, electionKey, fetchKey, Inflight, rank } from './inflight.ts';
 export type {
   MemoryContentSource,
   MemoryContentSourceOptions,

@@ -31,7 +31,7 @@ export function rank(peerId: string, digest: string): string {
 /** Longest wait for the DHT to take an announcement before the election window starts anyway. */
 const ANNOUNCE_CAP_MS = 1000;
 /** Least time a lookup gets to collect providers. */
-const LOOKUP_MS = 1000;
+const LOOKUP_MS = 3000;
 /** Most providers taken from one lookup. */
 const MAX_FOUND = 32;
 /** A fetcher looks for a lower-ranked fetcher at growing intervals, from the window (at least the min) up to the max. */
