@@ -1,8 +1,8 @@
-import { createHash, type Hash } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDigest } from '@ferry/oci';
+import { type Hasher, HashWorker } from './hasher.ts';
 
 /** Largest chunk handed to a reader at once. */
 const READ_CHUNK = 1024 * 1024;
@@ -45,7 +45,7 @@ export class SpoolEntry {
   /** Readers currently streaming from the entry. */
   readers = 0;
   readonly created = Date.now();
-  private readonly hash: Hash;
+  private readonly hash: Hasher;
   private readonly expected: string;
   private readonly algorithm: string;
   private wake: PromiseWithResolvers<void> = Promise.withResolvers();
@@ -61,7 +61,7 @@ export class SpoolEntry {
     this.path = path;
     this.spool = spool;
     const { algorithm, hex } = parseDigest(digest);
-    this.hash = createHash(algorithm);
+    this.hash = spool.hasher(algorithm);
     this.algorithm = algorithm;
     this.expected = hex;
   }
@@ -104,7 +104,7 @@ export class SpoolEntry {
     this.mediaType = mediaType;
     this.state = 'filling';
     this.notify();
-    if (size === 0) this.finish();
+    if (size === 0) await this.finish();
   }
 
   /** Appends bytes at `written`; verifies the digest when the last byte arrives. Throws when the entry failed. */
@@ -127,16 +127,27 @@ export class SpoolEntry {
       );
     }
     if (this.state !== 'filling') throw this.error ?? new SpoolError(`entry is ${this.state}`);
-    this.hash.update(chunk);
+    try {
+      await this.hash.update(chunk);
+    } catch (err) {
+      throw this.fail(new SpoolError(`digest check failed: ${(err as Error).message}`));
+    }
     this.written += chunk.length;
     if (this.written === size) {
-      this.finish();
+      await this.finish();
       if (this.error !== undefined) throw this.error;
     } else this.notify();
   }
 
-  private finish(): void {
-    const got = this.hash.digest('hex');
+  private async finish(): Promise<void> {
+    let got: string;
+    try {
+      got = await this.hash.digest();
+    } catch (err) {
+      this.fail(new SpoolError(`digest check failed: ${(err as Error).message}`));
+      return;
+    }
+    if (this.state !== 'filling') return;
     if (got !== this.expected) {
       this.fail(
         new SpoolError(`digest mismatch for ${this.digest}: the bytes hash to ${this.algorithm}:${got}`),
@@ -152,6 +163,7 @@ export class SpoolEntry {
     if (this.state === 'failed' || this.state === 'complete') return this.error ?? err;
     this.state = 'failed';
     this.error = err;
+    this.hash.drop();
     this.notify();
     this.spool.release(this);
     return err;
@@ -228,6 +240,7 @@ export class Spool {
   private readonly reserveBytes: number;
   private readonly freeBytes: (dir: string) => Promise<number>;
   private seq = 0;
+  private readonly hashing = new HashWorker();
 
   private readonly opts: SpoolOptions;
 
@@ -322,9 +335,15 @@ export class Spool {
     this.reserved -= n;
   }
 
+  /** @internal a hasher for an entry's bytes (in the spool's worker thread). */
+  hasher(algorithm: string): Hasher {
+    return this.hashing.hasher(algorithm);
+  }
+
   /** Removes every entry. */
   async close(): Promise<void> {
     for (const e of [...this.entries.values()]) await this.remove(e);
+    await this.hashing.close();
   }
 }
 

@@ -1,0 +1,146 @@
+/**
+ * Digest checks of spool entries off the event loop: SHA-256 of a blob costs the thread about as much
+ * as every other step of a first pull together (a profile of a 256 MiB pull), so a worker thread per
+ * spool hashes copies of the bytes while the main thread goes on writing and serving them. A worker
+ * that fails makes the entries hashing in it fail (their transfers start over) and the spool hash on
+ * the main thread from then on.
+ */
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+/** Hashes one entry's bytes in order. */
+export interface Hasher {
+  /** Takes `buf` (copied); waits only while too many bytes are queued for the worker. */
+  update(buf: Buffer): Promise<void>;
+  /** The hex digest of everything updated. */
+  digest(): Promise<string>;
+  /** Forgets the entry (it failed or was removed). */
+  drop(): void;
+}
+
+/** Bytes an entry may have queued in the worker before `update` waits. */
+const MAX_QUEUED = 8 * 1024 * 1024;
+
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  if (m.op === 'update') {
+    let h = hashes.get(m.id);
+    if (h === undefined) { h = createHash(m.algorithm); hashes.set(m.id, h); }
+    h.update(m.bytes);
+    parentPort.postMessage({ op: 'hashed', id: m.id, n: m.bytes.byteLength });
+  } else if (m.op === 'digest') {
+    const h = hashes.get(m.id) ?? createHash(m.algorithm);
+    hashes.delete(m.id);
+    parentPort.postMessage({ op: 'digest', id: m.id, hex: h.digest('hex') });
+  } else if (m.op === 'drop') {
+    hashes.delete(m.id);
+  }
+});
+`;
+
+interface Pending {
+  queued: number;
+  drained: PromiseWithResolvers<void> | undefined;
+  done: PromiseWithResolvers<string> | undefined;
+}
+
+type Message = { op: 'hashed'; id: number; n: number } | { op: 'digest'; id: number; hex: string };
+
+/** One worker thread hashing for every entry of a spool (started on first use). */
+export class HashWorker {
+  private worker: Worker | undefined;
+  private broken: Error | undefined;
+  private seq = 0;
+  private readonly pending = new Map<number, Pending>();
+
+  hasher(algorithm: string): Hasher {
+    const worker = this.broken === undefined ? this.start() : undefined;
+    if (worker === undefined) return inThread(algorithm);
+    const id = ++this.seq;
+    const p: Pending = { queued: 0, drained: undefined, done: undefined };
+    this.pending.set(id, p);
+    const failed = () => this.broken ?? new Error('hash worker stopped');
+    return {
+      update: async (buf) => {
+        if (!this.pending.has(id)) throw failed();
+        const bytes = new Uint8Array(buf.length);
+        bytes.set(buf);
+        p.queued += bytes.length;
+        worker.postMessage({ op: 'update', id, algorithm, bytes }, [bytes.buffer]);
+        while (p.queued > MAX_QUEUED) {
+          p.drained = Promise.withResolvers();
+          await p.drained.promise;
+        }
+      },
+      digest: () => {
+        if (!this.pending.has(id)) return Promise.reject(failed());
+        p.done = Promise.withResolvers();
+        worker.postMessage({ op: 'digest', id, algorithm });
+        return p.done.promise;
+      },
+      drop: () => {
+        if (this.pending.delete(id)) worker.postMessage({ op: 'drop', id });
+      },
+    };
+  }
+
+  private start(): Worker | undefined {
+    if (this.worker !== undefined) return this.worker;
+    try {
+      const w = new Worker(WORKER_SOURCE, { eval: true });
+      w.unref();
+      w.on('message', (m: Message) => this.onMessage(m));
+      w.on('error', (err) => this.fail(err));
+      w.on('exit', (code) => this.fail(new Error(`hash worker exited (${code})`)));
+      this.worker = w;
+      return w;
+    } catch (err) {
+      this.fail(err as Error);
+      return undefined;
+    }
+  }
+
+  private onMessage(m: Message): void {
+    const p = this.pending.get(m.id);
+    if (p === undefined) return;
+    if (m.op === 'hashed') {
+      p.queued -= m.n;
+      if (p.queued <= MAX_QUEUED) p.drained?.resolve();
+    } else {
+      this.pending.delete(m.id);
+      p.done?.resolve(m.hex);
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.broken !== undefined) return;
+    this.broken = err;
+    this.worker = undefined;
+    for (const p of this.pending.values()) {
+      p.drained?.reject(err);
+      p.done?.reject(err);
+    }
+    this.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.fail(new Error('spool closed'));
+    await w?.terminate();
+  }
+}
+
+/** Hashing on the calling thread (the worker could not start or failed). */
+function inThread(algorithm: string): Hasher {
+  const h = createHash(algorithm);
+  return {
+    update: async (buf) => {
+      h.update(buf);
+    },
+    digest: async () => h.digest('hex'),
+    drop: () => {},
+  };
+}
