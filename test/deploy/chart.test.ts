@@ -210,6 +210,11 @@ const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string } | { releas
   metricsAddr: { path: 'service.metrics.port', sample: 19090, env: ':19090' },
   statusAddr: { path: 'service.status.port', sample: 19091, env: '127.0.0.1:19091' },
   advertiseHost: { path: 'ferry.advertiseHost', sample: '$(POD_IP)', env: '$(POD_IP)' },
+  localClients: {
+    path: 'ferry.localClients',
+    sample: ['10.0.0.5', '10.1.0.0/16'],
+    env: '10.0.0.5,10.1.0.0/16',
+  },
   containerdSock: {
     path: 'ferry.containerdSock',
     sample: '/run/k3s/containerd/containerd.sock',
@@ -276,7 +281,11 @@ const FLAGS: Record<AgentOptionName, FlagMapping | { exempt: string } | { releas
     env: '^registry.k8s.io/,:dev$',
   },
   pinnerNamespace: { releaseNamespace: true },
-  networkKeyFile: { exempt: optionsNotInChart.networkKeyFile! },
+  networkKeyFile: {
+    path: 'ferry.networkKeySecret',
+    sample: 'cluster-key',
+    env: '/run/ferry/network-key/network.key',
+  },
   config: { exempt: optionsNotInChart.config! },
 };
 
@@ -362,6 +371,7 @@ const MUTATIONS: Record<string, unknown> = {
   'service.metrics.annotations': { 'example.com/a': 'b' },
   'service.bootstrap.annotations': { 'example.com/a': 'b' },
   'ferry.advertiseHost': '$(POD_IP)',
+  'ferry.localClients': ['10.0.0.5'],
   'ferry.containerdSock': '/run/k3s/containerd/containerd.sock',
   'ferry.containerdNamespace': 'other',
   'ferry.containerdContentPath': '',
@@ -375,6 +385,7 @@ const MUTATIONS: Record<string, unknown> = {
   'ferry.tagPolicy': [':latest$=upstream'],
   'ferry.defaultTagMode': 'cluster',
   'ferry.upstreamTimeout': '3s',
+  'ferry.networkKeySecret': 'cluster-key',
   'ferry.upstreamCredentialsSecret': 'regcred',
   'ferry.mirrorResolveTimeout': '50ms',
   'ferry.mirrorResolveRetries': 5,
@@ -442,9 +453,10 @@ describe('every value', () => {
   it('has a mutation in this test', () => {
     assert.deepEqual(paths.sort(), Object.keys(MUTATIONS).sort());
   });
-  const base = [...renderChart({ values: everythingOn, apiVersions: withCertManager }).values()].join(
-    '\n---\n',
-  );
+  // The generated network key differs in every render: masked, so a value that maps to nothing shows.
+  const text = (out: Map<string, string>) =>
+    [...out.values()].join('\n---\n').replace(/network\.key: \S+/g, 'network.key: <generated>');
+  const base = text(renderChart({ values: everythingOn, apiVersions: withCertManager }));
   for (const p of paths) {
     it(`${p} changes the rendered output`, () => {
       const values = mergeDeep(everythingOn, override(p, MUTATIONS[p])) as Obj;
@@ -453,8 +465,7 @@ describe('every value', () => {
         `${p}: ${JSON.stringify(validateValues.errors)}`,
       );
       const out = renderChart({ values, apiVersions: withCertManager });
-      const text = [...out.values()].join('\n---\n');
-      assert.notEqual(text, base, `${p} maps to nothing`);
+      assert.notEqual(text(out), base, `${p} maps to nothing`);
       for (const o of parseRendered(out)) validateObject(o);
     });
   }
@@ -646,7 +657,11 @@ describe('pinner webhook', () => {
       'ferry-pinner.ferry.svc.cluster.local',
     ]);
     assert.equal((cert.spec as Obj).secretName, 'ferry-pinner-tls');
-    assert.ok(!objs.some((o) => o.obj.kind === 'Secret'));
+    // With cert-manager the chart renders no TLS Secret (the network key is its only Secret).
+    assert.deepEqual(
+      objs.filter((o) => o.obj.kind === 'Secret').map((o) => (o.obj.metadata as Obj).name),
+      ['ferry-network-key'],
+    );
     const vol = podSpec(find(objs, 'DaemonSet', 'ferry')).volumes?.find((v) => v.name === 'pinner-tls');
     assert.equal(vol?.secret?.secretName, 'ferry-pinner-tls');
   });

@@ -67,7 +67,11 @@ export function renderChart(opts: RenderOptions = {}): Map<string, string> {
   const args = ['template', opts.releaseName ?? 'ferry', chartDir, '--namespace', opts.namespace ?? 'ferry'];
   for (const v of opts.apiVersions ?? []) args.push('--api-versions', v);
   args.push('-f', '-');
-  const out = helm(args, JSON.stringify(opts.values ?? {}));
+  return splitHelmOutput(helm(args, JSON.stringify(opts.values ?? {})));
+}
+
+/** `helm template`'s output split by template (source path → text). */
+export function splitHelmOutput(out: string): Map<string, string> {
   const docs = new Map<string, string>();
   for (const doc of out.split(/^---$/m)) {
     const m = /^# Source: ferry\/(\S+)$/m.exec(doc);
@@ -112,7 +116,18 @@ export function parseManifestText(text: string, source: string): RenderedObject[
 // ---------------------------------------------------------------------------------------------------
 // deploy/manifests/: the default render without Helm's own labels and hook annotations
 
+/**
+ * The values deploy/manifests/ is rendered with: the chart's defaults, but the network key Secret is
+ * one the operator creates (a generated key in a file everyone downloads would be no secret).
+ */
+export const MANIFEST_VALUES = { ferry: { networkKeySecret: 'ferry-network-key' } };
+
 const FERRY_HEADER = `# Ferry for the chart's default values, without Helm (namespace ferry, release name ferry).
+# First create the cluster's network key, a Secret this file does not contain (only agents holding the
+# key join the DHT; without the Secret the agent pods do not start, and their events say so):
+#   kubectl create namespace ferry
+#   kubectl -n ferry create secret generic ferry-network-key \\
+#     --from-literal=network.key="$(openssl rand -hex 32)"
 #   kubectl apply -f ferry.yaml
 # Uninstall: see ../README.md ("Uninstall"): run cleanup.yaml before deleting this file's objects.
 # Generated from the chart by scripts/manifests.sh (real helm); test/deploy/manifests.test.ts checks it.
@@ -139,13 +154,13 @@ function withoutHelm(doc: Document): Document {
 }
 
 /**
- * The text of deploy/manifests/ferry.yaml and cleanup.yaml: the chart's default render (release and
- * namespace `ferry`) without Helm's labels; ferry.yaml adds the Namespace and leaves out the hooks,
+ * The text of deploy/manifests/ferry.yaml and cleanup.yaml: the chart's render for MANIFEST_VALUES
+ * (release and namespace `ferry`) without Helm's labels; ferry.yaml adds the Namespace and leaves out the hooks,
  * cleanup.yaml is the post-delete DaemonSet.
  */
 export function manifestTexts(): { 'ferry.yaml': string; 'cleanup.yaml': string } {
   const docs: Document[] = [];
-  for (const text of renderChart().values()) {
+  for (const text of renderChart({ values: MANIFEST_VALUES }).values()) {
     for (const d of parseAllDocuments(text, { uniqueKeys: true })) {
       if (d.errors.length > 0) throw new Error(d.errors.map((e) => e.message).join('; '));
       if (d.contents !== null) docs.push(d as Document);

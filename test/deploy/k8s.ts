@@ -24,7 +24,6 @@ export const chart = loadChart(chartDir);
 
 /** Agent options the chart deliberately does not set, and why (chart.test.ts and manifests.test.ts). */
 export const optionsNotInChart: Record<string, string> = {
-  networkKeyFile: 'not mapped yet: the network key Secret and its mount come with the chart change',
   config: 'every option has its own value and env variable; the chart writes no config file',
 };
 

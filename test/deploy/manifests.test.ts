@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { agentOptions } from '../../packages/agent/src/config.ts';
-import { manifestTexts, parseManifestText, type RenderedObject } from './helm.ts';
+import { MANIFEST_VALUES, manifestTexts, parseManifestText, type RenderedObject } from './helm.ts';
 import {
   container,
   envOf,
@@ -15,6 +15,7 @@ import {
   manifestsDir,
   type Obj,
   optionsNotInChart,
+  podSpec,
   render,
   validateObject,
 } from './k8s.ts';
@@ -44,7 +45,7 @@ const isHook = (o: Obj) => Boolean((o.metadata as { annotations?: Obj }).annotat
 describe('plain manifests', () => {
   const ferry = load('ferry.yaml');
   const cleanup = load('cleanup.yaml');
-  const rendered = render().map((r) => r.obj);
+  const rendered = render({ values: MANIFEST_VALUES }).map((r) => r.obj);
 
   it('validate against the Kubernetes schemas', () => {
     for (const o of [...ferry, ...cleanup]) validateObject(o);
@@ -61,7 +62,7 @@ describe('plain manifests', () => {
       assert.equal(readFileSync(`${manifestsDir}/${file}`, 'utf8'), want[file], `deploy/manifests/${file}`);
   });
 
-  it('equal the chart rendered with its default values', () => {
+  it('equal the chart rendered with its default values (the network key Secret named, not generated)', () => {
     const chartObjs = rendered.filter((o) => !isHook(o)).map(withoutHelm);
     const plain = ferry.map((r) => r.obj).filter((o) => o.kind !== 'Namespace');
     assert.deepEqual(plain.map(id).sort(), chartObjs.map(id).sort());
@@ -71,6 +72,29 @@ describe('plain manifests', () => {
         chartObjs.find((c) => id(c) === id(o)),
         id(o),
       );
+  });
+
+  it('ship no network key: the agent mounts the Secret ferry-network-key the operator creates', () => {
+    assert.ok(!ferry.some((r) => r.obj.kind === 'Secret'), 'a Secret in a public file is no secret');
+    const ds = find(ferry, 'DaemonSet', 'ferry');
+    const volume = (podSpec(ds).volumes as Obj[]).find((v) => v.name === 'network-key') as {
+      secret: { secretName: string; optional?: boolean; items: { key: string }[] };
+    };
+    assert.equal(volume.secret.secretName, 'ferry-network-key');
+    assert.notEqual(volume.secret.optional, true, 'a missing Secret must keep the pod from starting');
+    assert.deepEqual(
+      volume.secret.items.map((i) => i.key),
+      ['network.key'],
+    );
+    assert.equal(
+      envOf(container(ds, 'agent')).get('FERRY_NETWORK_KEY_FILE'),
+      '/run/ferry/network-key/network.key',
+    );
+    // The header tells how to create it.
+    assert.match(
+      readFileSync(`${manifestsDir}/ferry.yaml`, 'utf8'),
+      /create secret generic ferry-network-key/,
+    );
   });
 
   it('cleanup.yaml is the chart’s post-delete DaemonSet', () => {

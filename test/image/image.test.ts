@@ -14,7 +14,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -93,8 +92,8 @@ function inNamespace(): void {
     return { code, logs: run.logs() };
   }
 
-  /** The cluster's network key (64 hex characters), when the chart runs the agents with one. */
-  const networkKey = randomBytes(32).toString('hex');
+  /** The cluster's Secrets: those of the first render (the chart generates the network key once). */
+  let secrets: Obj[] | undefined;
 
   before(async () => {
     upstream = await startRegistry({ host: '127.0.0.2', port: 5500, dir: join(work, 'upstream') });
@@ -146,40 +145,29 @@ function inNamespace(): void {
       };
       const pod = podSpec(find(objs, 'DaemonSet', 'ferry')) as unknown as KubePodSpec;
       const cleanupPod = podSpec(find(objs, 'DaemonSet', 'ferry-cleanup')) as unknown as KubePodSpec;
-      // A Secret volume: the Secret's files, as the kubelet writes them: the Secret from the render, or
-      // the cluster's network key Secret the user creates (the file the agent's FERRY_NETWORK_KEY_FILE
-      // names inside that mount, one key shared by both nodes).
-      const agentC = pod.containers.find((c) => c.name === 'agent')!;
-      const keyFile = agentC.env?.find((e) => e.name === 'FERRY_NETWORK_KEY_FILE')?.value;
-      const secretDir = (name: string): string => {
-        const d = join(dir, 'secrets', name);
+      // A Secret volume: the Secret's files as the kubelet writes them (its `items`, else every key),
+      // from the render. A cluster has one of each Secret: the first node's render is the cluster's (the
+      // chart generates the network key once; later renders find it), so both nodes hold the same key.
+      secrets ??= objs.filter((o) => o.obj.kind === 'Secret').map((o) => o.obj);
+      const secretDir = (s: { secretName: string; items?: { key: string; path: string }[] }): string => {
+        const d = join(dir, 'secrets', s.secretName);
         mkdirSync(d, { recursive: true });
-        const secret = objs.find(
-          (o) => o.obj.kind === 'Secret' && (o.obj.metadata as Obj).name === name,
-        )?.obj;
-        if (!secret) {
-          const volume = pod.volumes?.find((v) => v.secret?.secretName === name)?.name;
-          const mount = agentC.volumeMounts?.find((m) => m.name === volume);
-          if (!keyFile || !mount || !keyFile.startsWith(`${mount.mountPath}/`))
-            throw new Error(`Secret ${name} is not in the render: the test must provide it`);
-          writeFileSync(join(d, keyFile.slice(mount.mountPath.length + 1)), `${networkKey}\n`, {
-            mode: 0o400,
-          });
-          return d;
-        }
+        const secret = secrets!.find((o) => (o.metadata as Obj).name === s.secretName);
+        if (!secret) throw new Error(`Secret ${s.secretName} is not in the chart's render`);
+        const data = new Map<string, Buffer>();
         for (const [k, b64] of Object.entries((secret.data ?? {}) as Record<string, string>))
-          writeFileSync(join(d, k), Buffer.from(b64, 'base64'), { mode: 0o400 });
+          data.set(k, Buffer.from(b64, 'base64'));
         for (const [k, text] of Object.entries((secret.stringData ?? {}) as Record<string, string>))
-          writeFileSync(join(d, k), text, { mode: 0o400 });
+          data.set(k, Buffer.from(text));
+        for (const { key, path } of s.items ?? [...data.keys()].map((k) => ({ key: k, path: k }))) {
+          if (!data.has(key)) throw new Error(`Secret ${s.secretName} has no key ${key}`);
+          writeFileSync(join(d, path), data.get(key)!, { mode: 0o400 });
+        }
         return d;
       };
       const volumes: Record<string, string> = {};
       for (const v of [...(pod.volumes ?? []), ...(cleanupPod.volumes ?? [])]) {
-        const local = v.hostPath
-          ? hostPaths[v.hostPath.path]
-          : v.secret
-            ? secretDir(v.secret.secretName)
-            : undefined;
+        const local = v.hostPath ? hostPaths[v.hostPath.path] : v.secret ? secretDir(v.secret) : undefined;
         if (!local) throw new Error(`volume ${v.name} (${JSON.stringify(v)}) has no stand-in on this node`);
         volumes[v.name] = local;
       }

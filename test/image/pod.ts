@@ -43,7 +43,11 @@ export interface KubeContainer {
 export interface KubePodSpec {
   containers: KubeContainer[];
   initContainers?: KubeContainer[];
-  volumes?: { name: string; hostPath?: { path: string }; secret?: { secretName: string } }[];
+  volumes?: {
+    name: string;
+    hostPath?: { path: string };
+    secret?: { secretName: string; items?: { key: string; path: string }[] };
+  }[];
   securityContext?: { seccompProfile?: { type: string } };
 }
 

@@ -12,10 +12,11 @@ import {
 } from '@ferry/containerd';
 import type { ByteRange } from '@ferry/oci';
 import { createP2PNode, createPeerAuth, type P2PNode, readNetworkKeyFile } from '@ferry/p2p';
-import { type ContentInfo, type ContentSource, createRegistryServer, isLoopback } from '@ferry/registry';
+import { type ContentInfo, type ContentSource, createRegistryServer } from '@ferry/registry';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { AgentConfig, ListenAddress } from './config.ts';
 import { createAgentPullThrough } from './first-pull.ts';
+import { localClientMatcher } from './local-clients.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
 import { createOpsServer } from './ops.ts';
@@ -153,11 +154,8 @@ export async function startAgent(
       networkKeys.length === 0
         ? undefined
         : createPeerAuth({ keys: networkKeys, node: { peerId: router.peerId, sign: (d) => router.sign(d) } });
-    const ownAddresses = new Set(
-      [config.advertiseHost, registryAddr.host].filter((h): h is string => typeof h === 'string' && h !== ''),
-    );
-    const isLocalClient = (ip: string) =>
-      isLoopback(ip) || ownAddresses.has(ip.startsWith('::ffff:') ? ip.slice(7) : ip);
+    // The node's own containerd (--local-clients; default loopback, the advertised and listen hosts).
+    const isLocalClient = localClientMatcher(config.localClients, [config.advertiseHost, registryAddr.host]);
     logger.info({ peerId: router.peerId, addresses: router.addresses }, 'router started');
 
     // Filters, tag rules, and what mode verify needs (upstream client, last-known store).

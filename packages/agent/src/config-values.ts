@@ -331,6 +331,22 @@ function peerItem(s: string): string {
   if (a.port === 0) throw new ValueError(`expected a peer address with a port, got ${JSON.stringify(s)}`);
   return s;
 }
+/** One `--local-clients` item, checked: an IP address or `address/prefix`. Returns it trimmed. */
+export function localClientItem(s: string): string {
+  const v = s.trim();
+  const [address = '', prefix, ...rest] = v.split('/');
+  const family = isIP(address);
+  const max = family === 6 ? 128 : 32;
+  const okPrefix = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= max);
+  if (family === 0 || !okPrefix || rest.length > 0)
+    throw new ValueError(
+      `expected an IP address or CIDR like 10.0.0.5 or 10.0.0.0/24, got ${JSON.stringify(v)}`,
+    );
+  return v;
+}
+
+export const localClientListSchema = listOf(localClientItem);
+
 export const peerListSchema = listOf(peerItem);
 export const dnsNameListSchema = listOf((s) => {
   parseAddress(s, true);

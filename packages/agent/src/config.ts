@@ -18,6 +18,7 @@ import {
   intSchema,
   type ListenAddress,
   LOG_LEVELS,
+  localClientListSchema,
   logLevelSchema,
   optionalPathSchema,
   optionalStringSchema,
@@ -92,6 +93,13 @@ export const agentSpecs = {
     default: undefined,
     description:
       "IP address announced to peers (set it to the node IP, e.g. from the downward API's status.hostIP). Default: the router's listen host.",
+  }),
+  localClients: spec({
+    type: 'list',
+    schema: localClientListSchema,
+    default: [],
+    description:
+      "Addresses and CIDRs (10.0.0.5, 10.0.0.0/24, fd00::/8) whose registry requests count as the node's own containerd's, served without peer authentication; everyone else must sign as a peer (network key) or gets 403. Empty: loopback, the advertised host and the registry's listen host.",
   }),
   containerdSock: spec({
     type: 'path',

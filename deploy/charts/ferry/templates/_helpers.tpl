@@ -96,3 +96,8 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* The Secret with the cluster's network key: ferry.networkKeySecret, or the one the chart generates. */}}
+{{- define "ferry.networkKeySecretName" -}}
+{{- default (printf "%s-network-key" (include "ferry.fullname" .)) .Values.ferry.networkKeySecret }}
+{{- end }}
