@@ -3,6 +3,9 @@
  * server. Everything Ferry-specific lives in the packages; this file only wires them and owns the
  * lifecycle (start order, readiness, graceful shutdown).
  */
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   type ContainerdClient,
   checkCriConfig,
@@ -11,10 +14,11 @@ import {
   type Watcher,
 } from '@ferry/containerd';
 import type { ByteRange } from '@ferry/oci';
-import { createP2PNode, createPeerAuth, type P2PNode, readNetworkKeyFile } from '@ferry/p2p';
+import { createP2PNode, createPeerAuth, type P2PNode, PEER_KEY_FILE, readNetworkKeyFile } from '@ferry/p2p';
 import { type ContentInfo, type ContentSource, createRegistryServer } from '@ferry/registry';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { AgentConfig, ListenAddress } from './config.ts';
+import { createDataDirHealth, probeDataDir } from './data-dir.ts';
 import { createAgentPullThrough } from './first-pull.ts';
 import { localClientMatcher } from './local-clients.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -126,6 +130,25 @@ export async function startAgent(
       }
     }
 
+    // A full or unwritable data dir degrades to memory (data-dir.ts); it never stops the mirror.
+    let dataDirWritable = true;
+    if (config.dataDir !== undefined) {
+      const probe = await probeDataDir(config.dataDir);
+      if (!probe.writable) {
+        dataDirWritable = false;
+        logger.warn(
+          { dataDir: config.dataDir, reason: probe.reason },
+          'DATA DIR UNWRITABLE (full, read-only or missing): the agent runs on memory: last-known tag digests in memory (bounded, lost on restart), first-pull sharing off, a new peer identity unless one is stored',
+        );
+      }
+    }
+    const dataDirHealth = createDataDirHealth(dataDirWritable, metrics.dataDirWritable, logger);
+    // The peer identity under the data dir: read when stored; without a writable dir a new one in memory.
+    const identityDir =
+      config.dataDir !== undefined && (dataDirWritable || existsSync(join(config.dataDir, PEER_KEY_FILE)))
+        ? config.dataDir
+        : undefined;
+
     const registryAddr = config.registryAddr as ListenAddress;
     const routerAddr = config.routerAddr as ListenAddress;
     let networkKeys: Uint8Array[] = [];
@@ -143,7 +166,7 @@ export async function startAgent(
       listen: { host: listenHost(routerAddr), port: routerAddr.port },
       ...(config.advertiseHost ? { announceHost: config.advertiseHost } : {}),
       registryPort: registryAddr.port,
-      ...(config.dataDir ? { dataDir: config.dataDir } : {}),
+      ...(identityDir ? { dataDir: identityDir } : {}),
       bootstrapPeers: [...config.bootstrapPeers],
       bootstrapDns: [...config.bootstrapDns],
       logger: logger.child({ component: 'p2p' }),
@@ -159,7 +182,7 @@ export async function startAgent(
     logger.info({ peerId: router.peerId, addresses: router.addresses }, 'router started');
 
     // Filters, tag rules, and what mode verify needs (upstream client, last-known store).
-    const tagPolicy = await createAgentTagPolicy(config, logger.child({ component: 'tags' }));
+    const tagPolicy = await createAgentTagPolicy(config, logger.child({ component: 'tags' }), dataDirHealth);
     closers.push({ name: 'tags', close: () => tagPolicy.close() });
 
     // The pinner (--pinner): shares the upstream client, the last-known database and the metrics; its
@@ -212,14 +235,17 @@ export async function startAgent(
     });
 
     // First-pull sharing: blobs nobody holds are fetched once and streamed to the others while in flight.
-    const firstPull = await createAgentPullThrough(config, {
-      upstream: tagPolicy.upstream,
-      router,
-      held: async (digest) => (await client.info(digest)) !== undefined,
-      metrics,
-      logger: logger.child({ component: 'first-pull' }),
-      ...(peerAuth === undefined ? {} : { peerAuth }),
-    });
+    const firstPull = await createAgentPullThrough(
+      dataDirWritable ? config : { ...config, dataDir: undefined },
+      {
+        upstream: tagPolicy.upstream,
+        router,
+        held: async (digest) => (await client.info(digest)) !== undefined,
+        metrics,
+        logger: logger.child({ component: 'first-pull' }),
+        ...(peerAuth === undefined ? {} : { peerAuth }),
+      },
+    );
     if (firstPull !== undefined) closers.push({ name: 'first-pull', close: () => firstPull.close() });
 
     const requestObserver = createRequestObserver(metrics);

@@ -32,6 +32,8 @@ export interface FerryMetrics {
   readonly resolveDuration: Histogram<string>;
   /** ferry_advertised_keys{kind=digest|tag}. */
   readonly advertisedKeys: Gauge<'kind'>;
+  /** ferry_data_dir_writable: 1 while --data-dir takes writes, 0 once it did not (full, read-only, I/O errors). */
+  readonly dataDirWritable: Gauge<string>;
   /** ferry_tracked_images: images the tracker knows. */
   readonly trackedImages: Gauge<string>;
   /** ferry_peer_served_bytes_total: bytes served to peers. */
@@ -113,6 +115,11 @@ export function createMetrics(opts: MetricsOptions = {}): FerryMetrics {
       registers,
     }),
     trackedImages: new Gauge({ name: 'ferry_tracked_images', help: 'Images seen in containerd.', registers }),
+    dataDirWritable: new Gauge({
+      name: 'ferry_data_dir_writable',
+      help: '1 while --data-dir takes writes; 0 once it did not (full, read-only, I/O errors): state is kept in memory.',
+      registers,
+    }),
     peerServedBytes: new Counter({
       name: 'ferry_peer_served_bytes_total',
       help: 'Bytes served to peers.',

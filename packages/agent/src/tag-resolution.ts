@@ -5,6 +5,7 @@
 import { createRefPolicy, type RefPolicy, type TagResolverOptions } from '@ferry/registry';
 import type { LastKnownStore, UpstreamClient } from '@ferry/resolver';
 import type { AgentConfig } from './config.ts';
+import type { DataDirHealth } from './data-dir.ts';
 import type { Logger } from './logger.ts';
 import { openUpstreamDeps } from './upstream-deps.ts';
 
@@ -38,6 +39,8 @@ export interface AgentTagPolicy {
 export async function createAgentTagPolicy(
   config: TagPolicyConfig,
   logger: Pick<Logger, 'warn' | 'info'>,
+  /** The data dir's state: unwritable at start, the store stays in memory; a failed write degrades to it. */
+  health?: DataDirHealth,
 ): Promise<AgentTagPolicy> {
   const policy = createRefPolicy({
     resolveTags: config.resolveTags,
@@ -46,7 +49,7 @@ export async function createAgentTagPolicy(
     tagPolicy: [...config.tagPolicy],
     defaultTagMode: config.defaultTagMode,
   });
-  const { upstream, lastKnown, close } = await openUpstreamDeps(config, 'tags', logger);
+  const { upstream, lastKnown, close } = await openUpstreamDeps(config, 'tags', logger, health);
   return {
     policy,
     upstream,

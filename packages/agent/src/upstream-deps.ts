@@ -15,6 +15,7 @@ import {
   type UpstreamClient,
 } from '@ferry/resolver';
 import type { AgentConfig } from './config.ts';
+import { type DataDirHealth, degradingLastKnownStore } from './data-dir.ts';
 import type { Logger } from './logger.ts';
 
 /** The configuration fields read here (`ferry pinner` has them under the same names). */
@@ -39,6 +40,8 @@ export async function openUpstreamDeps(
   config: UpstreamDepsConfig,
   storeName: 'tags' | 'pinner',
   logger: Pick<Logger, 'warn' | 'info'>,
+  /** The data dir's state: unwritable at start, the store stays in memory; a failed write degrades to it. */
+  health?: DataDirHealth,
 ): Promise<UpstreamDeps> {
   let credentials: DockerConfig | undefined;
   if (config.upstreamCredentials !== undefined) {
@@ -49,10 +52,19 @@ export async function openUpstreamDeps(
     );
   }
   let lastKnown: LastKnownStore;
-  if (config.dataDir !== undefined) {
+  if (config.dataDir !== undefined && health?.writable() === false) {
+    logger.warn(
+      { component: storeName, dataDir: config.dataDir },
+      'LAST-KNOWN DATABASE NOT OPENED (data dir unwritable): tag digests are kept in memory only (bounded) and lost on restart',
+    );
+    lastKnown = createMemoryLastKnownStore();
+  } else if (config.dataDir !== undefined) {
     try {
-      lastKnown = await openLastKnownStore(join(config.dataDir, storeName), { logger });
+      const disk = await openLastKnownStore(join(config.dataDir, storeName), { logger });
+      lastKnown =
+        health === undefined ? disk : degradingLastKnownStore(disk, createMemoryLastKnownStore(), health);
     } catch (err) {
+      health?.failed('last-known database', err);
       logger.warn(
         { component: storeName, err: (err as Error).message, dataDir: config.dataDir },
         'LAST-KNOWN DATABASE UNAVAILABLE: tag digests are kept in memory only (bounded) and lost on restart',
