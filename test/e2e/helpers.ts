@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import type { PeerAuth } from '@ferry/interface';
 import { createPeerAuth } from '@ferry/p2p';
 import { generateKeyPair } from '@libp2p/crypto/keys';
@@ -70,3 +71,21 @@ export async function waitFindable(from: ClusterNode, cluster: Cluster, repo: st
 
 export const sha256File = (path: string) =>
   `sha256:${createHash('sha256').update(readFileSync(path)).digest('hex')}`;
+
+/** GET `url` from the local address `from` (node:http's localAddress): status and body. */
+export function getFrom(
+  url: string,
+  from: string,
+  headers: Record<string, string> = {},
+): Promise<{ statusCode: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers, localAddress: from }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

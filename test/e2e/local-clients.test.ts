@@ -6,7 +6,6 @@
  * all loopback (127.a.b.x), so without the option wired the unlisted addresses would be served too.
  */
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
 import { after, before, test } from 'node:test';
 import {
   type BuiltImage,
@@ -16,7 +15,7 @@ import {
   pushImage,
   startCluster,
 } from '../rig/index.ts';
-import { registryRequest } from './helpers.ts';
+import { getFrom, registryRequest } from './helpers.ts';
 
 let cluster: Cluster;
 let node: ClusterNode;
@@ -36,26 +35,18 @@ before(async () => {
 });
 after(() => cluster?.dispose());
 
-/** GET `path` on the node's registry from the local address `from`: status and body. */
-function getFrom(from: string, path: string): Promise<{ status: number; body: Buffer }> {
+/** GET `path` on the node's registry (as containerd asks, `?ns=<upstream>`) from the local address `from`. */
+async function getAt(from: string, path: string): Promise<{ status: number; body: Buffer }> {
   const url = `${node.agent!.registryUrl}${path}?ns=${encodeURIComponent(cluster.upstream.host)}`;
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { localAddress: from }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
+  const res = await getFrom(url, from);
+  return { status: res.statusCode, body: res.body };
 }
 
 const layerPath = () => `/v2/demo/app/blobs/${app.layers[0]!.digest}`;
 
 test('a listed address and an address in a listed CIDR are served without peer auth', async () => {
   for (const from of [cluster.block.host(50), cluster.block.host(64), cluster.block.host(79)]) {
-    const res = await getFrom(from, layerPath());
+    const res = await getAt(from, layerPath());
     assert.equal(res.status, 200, `${from}: ${res.body.toString().slice(0, 200)}`);
     assert.equal(res.body.length, app.layers[0]!.size);
   }
@@ -63,7 +54,7 @@ test('a listed address and an address in a listed CIDR are served without peer a
 
 test('any other address gets 403 with an OCI error, loopback and the node address included', async () => {
   for (const from of [cluster.block.host(51), cluster.block.host(80), node.host, '127.0.0.1']) {
-    const res = await getFrom(from, layerPath());
+    const res = await getAt(from, layerPath());
     assert.equal(res.status, 403, from);
     const body = JSON.parse(res.body.toString()) as { errors: { code: string; message: string }[] };
     assert.equal(body.errors[0]?.code, 'DENIED', from);

@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
 import { after, test } from 'node:test';
 import type { Peer, PeerAuth } from '@ferry/interface';
 import { MediaTypes } from '@ferry/oci';
@@ -15,6 +14,7 @@ import { createMemoryContentSource, createMemoryRouter, createRegistryServer } f
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { allocateBlock } from '../rig/index.ts';
+import { getFrom } from './helpers.ts';
 
 const block = allocateBlock();
 after(() => block.release());
@@ -60,19 +60,7 @@ async function startNode(host: string, peerAuth: PeerAuth, holds: boolean, provi
   return { app, port, peer: { id: peerAuth.peerId, host, port } satisfies Peer };
 }
 
-/** GET `url` from the local address `from` (node:http's localAddress): status and body. */
-function get(url: string, from: string, headers: Record<string, string> = {}) {
-  return new Promise<{ statusCode: number; body: Buffer }>((resolve, reject) => {
-    const req = httpRequest(url, { headers, localAddress: from }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const get = getFrom;
 
 const PATH = `/v2/library/app/blobs/${sha256(layer)}?ns=docker.io`;
 
