@@ -75,12 +75,14 @@ before(async () => {
   await pushImage(cluster.upstream.url, 'demo/app', 'v1', app);
 });
 after(async () => {
-  await cluster?.dispose();
+  // Stop the agents first (they hold files on the mounts), detach the mounts, then remove the rest.
+  for (const n of cluster?.nodes ?? []) await n.agent?.stop().catch(() => undefined);
   for (const m of mounts.reverse()) {
     try {
       execFileSync('umount', ['-l', m]);
     } catch {}
   }
+  await cluster?.dispose();
 });
 
 test('10. a full --data-dir at start: the agent starts, serves, warns, and keeps last-known digests in memory', async () => {
