@@ -88,7 +88,11 @@ after(async () => {
 test('10. a full --data-dir at start: the agent starts, serves, warns, and keeps last-known digests in memory', async () => {
   const full = mountTmpfs('full', '256k');
   fill(full);
-  const agent = await node.startAgent([`--data-dir=${full}`, '--upstream-timeout=10s']);
+  const agent = await node.startAgent([
+    `--data-dir=${full}`,
+    '--upstream-timeout=10s',
+    `--mirrored-registries=${cluster.upstream.url}`,
+  ]);
   assert.ok(agent.running());
   assert.equal(await agent.metric('ferry_data_dir_writable'), 0);
   assert.match(agent.logs(), /DATA DIR UNWRITABLE/);
@@ -113,7 +117,11 @@ test('10. a full --data-dir at start: the agent starts, serves, warns, and keeps
 test('10b. the disk fills while the agent runs: tag requests are still answered, the gauge turns 0', async () => {
   const dir = mountTmpfs('filling', '16m');
   // A loaded test machine can take the upstream past the 1s default: nothing here is about time.
-  const agent = await node.startAgent([`--data-dir=${dir}`, '--upstream-timeout=10s']);
+  const agent = await node.startAgent([
+    `--data-dir=${dir}`,
+    '--upstream-timeout=10s',
+    `--mirrored-registries=${cluster.upstream.url}`,
+  ]);
   assert.equal(await agent.metric('ferry_data_dir_writable'), 1);
   assert.equal((await tagDigest('v1')).status, 200, 'served while the disk has room');
   fill(dir);
