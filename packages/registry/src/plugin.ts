@@ -25,6 +25,19 @@ import { createTagResolver, type TagResolverOptions } from './tag-resolver.ts';
 import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
 import type { ContentSource } from './types.ts';
 
+/** What a client reads for a request it got wrong: fixed texts, never its own input (the log has the details). */
+const PUBLIC_MESSAGE = {
+  NAME_UNKNOWN: 'not a registry pull API path',
+  NAME_INVALID: 'invalid repository name',
+  DIGEST_INVALID: 'invalid digest',
+  TAG_INVALID: 'invalid tag',
+  RANGE_INVALID: 'invalid, unsupported or unsatisfiable Range',
+} as const satisfies Partial<Record<OciErrorCode, string>>;
+
+function publicMessage(code: OciErrorCode, fallback: string): string {
+  return (PUBLIC_MESSAGE as Partial<Record<OciErrorCode, string>>)[code] ?? fallback;
+}
+
 export type { RegistryObserver, RegistryRequestEvent, RequestOutcome } from './events.ts';
 export type { TagEvent, TagOutcome, TagResolverOptions } from './tag-resolver.ts';
 
@@ -189,7 +202,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     if (!t.mirrored) t.tag = { mode, outcome: mode === 'upstream' ? 'deferred' : 'miss' };
     if (mode === 'upstream') {
       t.outcome = 'filtered';
-      fail(reply, 404, 'MANIFEST_UNKNOWN', `${t.key}: tag mode upstream, ask the upstream`);
+      fail(reply, 404, 'MANIFEST_UNKNOWN', 'tag mode upstream: ask the upstream');
       return SENT;
     }
     if (t.mirrored) {
@@ -197,7 +210,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       const own = await resolver.ownAnswer(ref, req.log);
       if (own === undefined) {
         t.outcome = 'miss';
-        fail(reply, 404, 'MANIFEST_UNKNOWN', `${t.key} not held by this node`);
+        fail(reply, 404, 'MANIFEST_UNKNOWN', 'not held by this node');
         return SENT;
       }
       reply.header(RESOLVED_AT_HEADER, String(own.resolvedAt));
@@ -208,7 +221,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     t.tag = verdict.event;
     if (!verdict.ok) {
       t.outcome = 'miss';
-      fail(reply, 404, 'MANIFEST_UNKNOWN', `${t.key}: ${verdict.reason}`);
+      fail(reply, 404, 'MANIFEST_UNKNOWN', verdict.reason);
       return SENT;
     }
     const digest = verdict.resolution.digest;
@@ -248,7 +261,13 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       if (!served.held) return false;
       if ('error' in served) {
         if (served.error.status === 404) t.outcome = 'miss';
-        fail(reply, served.error.status, served.error.code, served.error.message);
+        t.error = served.error.message;
+        fail(
+          reply,
+          served.error.status,
+          served.error.code,
+          publicMessage(served.error.code, served.error.message),
+        );
       }
       return true;
     } catch (err) {
@@ -279,7 +298,8 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       try {
         parseRange(range, Number.MAX_SAFE_INTEGER);
       } catch (err) {
-        return fail(reply, 416, 'RANGE_INVALID', (err as Error).message);
+        t.error = (err as Error).message;
+        return fail(reply, 416, 'RANGE_INVALID', PUBLIC_MESSAGE.RANGE_INVALID);
       }
     }
     const s = holders.length === 0 ? settings : { ...settings, router: preferring(holders, settings.router) };
@@ -315,11 +335,12 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     if (!result.ok) {
       if (result.status === 416) {
         if (result.contentRange) reply.header('content-range', result.contentRange);
-        return fail(reply, 416, 'RANGE_INVALID', result.message);
+        t.error = result.message;
+        return fail(reply, 416, 'RANGE_INVALID', PUBLIC_MESSAGE.RANGE_INVALID);
       }
       // The details (peers, network errors) go to the event and the logs, never to the client.
       t.error = result.message;
-      return fail(reply, 404, unknown, `${t.key}: not available from the cluster`, {
+      return fail(reply, 404, unknown, 'not available from the cluster', {
         attempts: result.attempts,
       });
     }
@@ -359,8 +380,11 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       const ns = req.query.ns === '' ? undefined : req.query.ns;
       d = parseDistributionPath(`/v2/${req.params['*']}`, ns, defaultRegistry);
     } catch (err) {
-      if (err instanceof OciError) return fail(reply, err.status, err.code, err.message, err.detail);
-      return fail(reply, 404, 'NAME_UNKNOWN', (err as Error).message);
+      // The log keeps what was wrong; the client never reads its own input back.
+      t.error = (err as Error).message;
+      if (err instanceof OciError)
+        return fail(reply, err.status, err.code, publicMessage(err.code, 'invalid request'));
+      return fail(reply, 404, 'NAME_UNKNOWN', PUBLIC_MESSAGE.NAME_UNKNOWN);
     }
     t.kind = d.kind;
     t.registry = d.registry;
@@ -373,7 +397,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       t.outcome = 'filtered';
       if (d.tag !== undefined && tags !== undefined && !t.mirrored)
         t.tag = { mode: tags.modeFor({ ...d, tag: d.tag }), outcome: 'deferred' };
-      return fail(reply, 404, unknown, `${t.key} is not mirrored by policy`);
+      return fail(reply, 404, unknown, 'not mirrored by policy');
     }
 
     // 3. Tag modes: the tag becomes a digest (or the answer is a 404).
@@ -388,7 +412,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     // 4. Local content.
     if (await serveHeld(req, reply, d, t, 'local')) return reply;
     t.outcome = 'miss';
-    if (t.mirrored) return fail(reply, 404, unknown, `${t.key} not held by this node`);
+    if (t.mirrored) return fail(reply, 404, unknown, 'not held by this node');
 
     // 5. Peers.
     return serveFromPeers(req, reply, d, routeKey, holders, t);

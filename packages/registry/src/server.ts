@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { errorBody, errorStatus } from '@ferry/oci';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { type RegistryPluginOptions, registry } from './plugin.ts';
 
@@ -69,6 +70,17 @@ export async function createRegistryServer(options: RegistryServerOptions): Prom
   }) as unknown as FastifyInstance;
   app.server.maxConnections = maxConnections ?? 512;
   boundConnections(app.server, maxConnectionsPerClient ?? 128, connectionIdleTimeoutMs ?? 60_000);
+  // Paths and methods outside the pull API: an OCI error body that does not repeat the request.
+  app.setNotFoundHandler((req, reply) => {
+    const pull = req.method === 'GET' || req.method === 'HEAD';
+    const code = pull ? 'NAME_UNKNOWN' : 'UNSUPPORTED';
+    reply
+      .code(errorStatus(code))
+      .type('application/json')
+      .send(
+        errorBody(code, pull ? 'not a registry pull API path' : 'this mirror serves pulls only (GET, HEAD)'),
+      );
+  });
   await app.register(registry, pluginOptions);
   await app.ready();
   return app;
