@@ -68,3 +68,17 @@ export class OciError extends Error {
     return errorBody(this.code, this.message, this.detail);
   }
 }
+
+/** What a client reads for a request it got wrong: fixed texts, never its own input (the log has the details). */
+const PUBLIC_MESSAGE = {
+  NAME_UNKNOWN: 'not a registry pull API path',
+  NAME_INVALID: 'invalid repository name',
+  DIGEST_INVALID: 'invalid digest',
+  TAG_INVALID: 'invalid tag',
+  RANGE_INVALID: 'invalid, unsupported or unsatisfiable Range',
+} as const satisfies Partial<Record<OciErrorCode, string>>;
+
+/** The fixed text for `code` (see PUBLIC_MESSAGE), else `fallback`. */
+export function publicMessage(code: OciErrorCode, fallback: string): string {
+  return (PUBLIC_MESSAGE as Partial<Record<OciErrorCode, string>>)[code] ?? fallback;
+}

@@ -4,7 +4,14 @@
  */
 export { abortable } from './abort.ts';
 export { isDigest, type ParsedDigest, parseDigest } from './digest.ts';
-export { errorBody, errorStatus, OciError, type OciErrorBody, type OciErrorCode } from './errors.ts';
+export {
+  errorBody,
+  errorStatus,
+  OciError,
+  type OciErrorBody,
+  type OciErrorCode,
+  publicMessage,
+} from './errors.ts';
 export { type Descriptor, type ParsedManifest, parseManifest } from './manifest.ts';
 export {
   baseMediaType,

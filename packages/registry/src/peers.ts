@@ -98,3 +98,16 @@ export class PeerIterator {
     for (const w of [...this.#waiters]) w();
   }
 }
+
+/** A router that yields `first` (peers known to hold the key), then the router's other providers. */
+export function preferring(first: Peer[], router: Router): Router {
+  return {
+    async *lookup(key, options) {
+      for (const p of first) {
+        if (options.signal.aborted) return;
+        yield p;
+      }
+      for await (const p of router.lookup(key, options)) if (!first.some((f) => f.id === p.id)) yield p;
+    },
+  };
+}

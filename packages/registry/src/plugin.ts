@@ -9,6 +9,7 @@ import {
   type OciErrorCode,
   parseDistributionPath,
   parseRange,
+  publicMessage,
   tagKey,
 } from '@ferry/oci';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
@@ -19,24 +20,12 @@ import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } fr
 import { PeerBook } from './peer-book.ts';
 import { FOLLOWER_HEADER } from './peer-feed.ts';
 import { answerProof } from './peer-fetch.ts';
+import { preferring } from './peers.ts';
 import type { RefPolicy } from './policy.ts';
 import { type PullThrough, requestContext } from './pull-through.ts';
 import { createTagResolver, type TagResolverOptions } from './tag-resolver.ts';
 import { askPeersForTag, RESOLVED_AT_HEADER } from './tags.ts';
 import type { ContentSource } from './types.ts';
-
-/** What a client reads for a request it got wrong: fixed texts, never its own input (the log has the details). */
-const PUBLIC_MESSAGE = {
-  NAME_UNKNOWN: 'not a registry pull API path',
-  NAME_INVALID: 'invalid repository name',
-  DIGEST_INVALID: 'invalid digest',
-  TAG_INVALID: 'invalid tag',
-  RANGE_INVALID: 'invalid, unsupported or unsatisfiable Range',
-} as const satisfies Partial<Record<OciErrorCode, string>>;
-
-function publicMessage(code: OciErrorCode, fallback: string): string {
-  return (PUBLIC_MESSAGE as Partial<Record<OciErrorCode, string>>)[code] ?? fallback;
-}
 
 export type { RegistryObserver, RegistryRequestEvent, RequestOutcome } from './events.ts';
 export type { TagEvent, TagOutcome, TagResolverOptions } from './tag-resolver.ts';
@@ -299,7 +288,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
         parseRange(range, Number.MAX_SAFE_INTEGER);
       } catch (err) {
         t.error = (err as Error).message;
-        return fail(reply, 416, 'RANGE_INVALID', PUBLIC_MESSAGE.RANGE_INVALID);
+        return fail(reply, 416, 'RANGE_INVALID', publicMessage('RANGE_INVALID', 'invalid Range'));
       }
     }
     const s = holders.length === 0 ? settings : { ...settings, router: preferring(holders, settings.router) };
@@ -336,7 +325,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       if (result.status === 416) {
         if (result.contentRange) reply.header('content-range', result.contentRange);
         t.error = result.message;
-        return fail(reply, 416, 'RANGE_INVALID', PUBLIC_MESSAGE.RANGE_INVALID);
+        return fail(reply, 416, 'RANGE_INVALID', publicMessage('RANGE_INVALID', 'invalid Range'));
       }
       // The details (peers, network errors) go to the event and the logs, never to the client.
       t.error = result.message;
@@ -384,7 +373,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
       t.error = (err as Error).message;
       if (err instanceof OciError)
         return fail(reply, err.status, err.code, publicMessage(err.code, 'invalid request'));
-      return fail(reply, 404, 'NAME_UNKNOWN', PUBLIC_MESSAGE.NAME_UNKNOWN);
+      return fail(reply, 404, 'NAME_UNKNOWN', publicMessage('NAME_UNKNOWN', 'not found'));
     }
     t.kind = d.kind;
     t.registry = d.registry;
@@ -442,19 +431,6 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
           ),
   });
 };
-
-/** A router that yields `first` (peers known to hold the key), then the router's other providers. */
-function preferring(first: Peer[], router: Router): Router {
-  return {
-    async *lookup(key, options) {
-      for (const p of first) {
-        if (options.signal.aborted) return;
-        yield p;
-      }
-      for await (const p of router.lookup(key, options)) if (!first.some((f) => f.id === p.id)) yield p;
-    },
-  };
-}
 
 /** The request nonce of a peer's signed request (the auth header's `nonce=`). */
 function peerNonce(req: FastifyRequest): string | undefined {
