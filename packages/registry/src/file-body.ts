@@ -5,6 +5,9 @@
  * the 2-core rig; reusing a few buffers took the same transfer to ~1.7–2.4 GB/s (curl as the client).
  *
  * A buffer goes back to the pool only from the write's callback, when the socket has taken its bytes.
+ * A client that stops reading keeps its response's buffers: all responses together hold at most
+ * LENT_MAX pooled 1 MiB buffers, and beyond that a response reads into small fresh buffers, so 300
+ * stalled readers cost ~100 MiB instead of 600 MiB, and memory stays bounded by the connection cap.
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
@@ -15,13 +18,23 @@ const IN_FLIGHT = 2;
 /** Idle buffers kept for the next responses (at most 32 MiB). */
 const POOL_MAX = 32;
 const pool: Buffer[] = [];
+/** 1 MiB buffers out of the pool at once, over all responses (64 MiB). */
+const LENT_MAX = 64;
+/** The buffer size once LENT_MAX is reached. */
+const SMALL_BYTES = 64 << 10;
+let lent = 0;
 
 function take(): Buffer {
+  if (lent >= LENT_MAX) return Buffer.allocUnsafeSlow(SMALL_BYTES);
+  lent++;
   return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
 }
 
-function give(buf: Buffer): void {
-  if (pool.length < POOL_MAX) pool.push(buf);
+/** Returns `buf`; `reuse` false when the socket may still hold it (after a write error). */
+function give(buf: Buffer, reuse = true): void {
+  if (buf.length !== CHUNK_BYTES) return;
+  lent--;
+  if (reuse && pool.length < POOL_MAX) pool.push(buf);
 }
 
 /**
@@ -60,7 +73,7 @@ export async function writeFileBody(
       const buf = take();
       let bytesRead: number;
       try {
-        ({ bytesRead } = await file.read(buf, 0, Math.min(CHUNK_BYTES, end - pos + 1), pos));
+        ({ bytesRead } = await file.read(buf, 0, Math.min(buf.length, end - pos + 1), pos));
       } catch (err) {
         give(buf);
         throw err;
@@ -77,7 +90,7 @@ export async function writeFileBody(
       res.write(buf.subarray(0, bytesRead), (err) => {
         inflight--;
         if (err) failed ??= err;
-        else give(buf); // after an error the socket may still hold it: let the GC have it
+        give(buf, !err); // after an error the socket may still hold it: let the GC have it
         wakeUp();
       });
       onBytes(bytesRead);
