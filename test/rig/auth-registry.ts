@@ -30,6 +30,8 @@ export interface AuthRegistryOptions {
   t?: Cleanup;
   /** Binary. Default `/usr/bin/docker-registry`. */
   binary?: string;
+  /** The token realm the registry names in its challenge. Default: this rig's own issuer. */
+  realm?: string;
 }
 
 /** One request the token issuer answered. */
@@ -237,7 +239,7 @@ export async function startAuthRegistry(opts: AuthRegistryOptions): Promise<Auth
     server.once('error', reject);
     server.listen(opts.issuerPort ?? 0, opts.host, () => resolve());
   });
-  const realm = `http://${opts.host}:${(server.address() as AddressInfo).port}/token`;
+  const realm = opts.realm ?? `http://${opts.host}:${(server.address() as AddressInfo).port}/token`;
 
   const configFile = join(dir, 'config.yml');
   const logFile = join(dir, 'registry.log');
