@@ -58,7 +58,9 @@ test('a blob transfer in flight at SIGTERM completes, and the agent then exits 0
   received += first.length;
   assert.ok(received < layer.size, 'the transfer is still in flight');
 
-  const stopped = agent.stop(); // SIGTERM, then waits for the exit
+  // SIGTERM, then waits for the exit; SIGKILL only after the agent's own grace period (a loaded machine
+  // can take a while to read the rest).
+  const stopped = agent.stop(70_000);
   // The agent stops accepting connections but stays up while our transfer runs.
   await waitFor(
     async () => {

@@ -45,8 +45,8 @@ export interface AgentHandle {
   readonly logFile: string;
   /** Starts the agent (again); resolves when /healthz answers. */
   start(): Promise<void>;
-  /** SIGTERM; resolves with the exit code. */
-  stop(): Promise<void>;
+  /** SIGTERM, then SIGKILL after `graceMs` (default 15 s); resolves when the process is gone. */
+  stop(graceMs?: number): Promise<void>;
   /** SIGKILL (no drain); resolves when the process is gone. */
   kill(): Promise<void>;
   running(): boolean;
@@ -149,8 +149,8 @@ export async function startAgent(opts: AgentRigOptions): Promise<AgentHandle> {
     statusUrl,
     logFile,
     start,
-    async stop() {
-      await daemon?.stop(15_000);
+    async stop(graceMs = 15_000) {
+      await daemon?.stop(graceMs);
     },
     async kill() {
       if (daemon?.running() && daemon.pid !== undefined) process.kill(daemon.pid, 'SIGKILL');
