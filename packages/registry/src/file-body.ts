@@ -96,6 +96,15 @@ export async function writeFileBody(
       onBytes(bytesRead);
       pos += bytesRead;
     }
+    // End only once the socket has taken every byte: an ended response counts as finished, and a
+    // draining server closes "idle" connections whose response is finished, dropping what was unsent.
+    while (inflight > 0 && !signal.aborted && failed === undefined) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+    if (signal.aborted || res.destroyed) return;
+    if (failed !== undefined) throw failed;
     res.end();
   } finally {
     signal.removeEventListener('abort', wakeUp);
