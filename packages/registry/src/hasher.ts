@@ -1,9 +1,10 @@
 /**
- * Digest checks of spool entries off the event loop: SHA-256 of a blob costs the thread about as much
- * as every other step of a first pull together (a profile of a 256 MiB pull), so a worker thread per
- * spool hashes copies of the bytes while the main thread goes on writing and serving them. A worker
- * that fails makes the entries hashing in it fail (their transfers start over) and the spool hash on
- * the main thread from then on.
+ * Digest checks off the event loop: SHA-256 of a blob costs the thread about as much as every other step
+ * of a first pull together (a profile of a 256 MiB pull), and on a verified relay it was the main thread's
+ * largest cost, so a worker thread (one per spool, one for the peer relay) hashes copies of the bytes
+ * while the main thread goes on writing and forwarding them. Copies are gathered into batches of up to
+ * 1 MiB, one message each. A worker that fails makes the entries hashing in it fail (their transfers
+ * start over or break) and its owner hash on the main thread from then on.
  */
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
@@ -20,6 +21,9 @@ export interface Hasher {
 
 /** Bytes an entry may have queued in the worker before `update` waits. */
 const MAX_QUEUED = 8 * 1024 * 1024;
+
+/** Bytes copied together before one message goes to the worker. */
+const BATCH = 1024 * 1024;
 
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
@@ -63,13 +67,27 @@ export class HashWorker {
     const p: Pending = { queued: 0, drained: undefined, done: undefined };
     this.pending.set(id, p);
     const failed = () => this.broken ?? new Error('hash worker stopped');
+    let batch: Uint8Array<ArrayBuffer> | undefined;
+    let filled = 0;
+    const flush = () => {
+      if (batch === undefined || filled === 0) return;
+      const bytes = batch.subarray(0, filled);
+      batch = undefined;
+      filled = 0;
+      p.queued += bytes.length;
+      worker.postMessage({ op: 'update', id, algorithm, bytes }, [bytes.buffer]);
+    };
     return {
       update: async (buf) => {
         if (!this.pending.has(id)) throw failed();
-        const bytes = new Uint8Array(buf.length);
-        bytes.set(buf);
-        p.queued += bytes.length;
-        worker.postMessage({ op: 'update', id, algorithm, bytes }, [bytes.buffer]);
+        for (let off = 0; off < buf.length; ) {
+          batch ??= new Uint8Array(Math.max(BATCH, buf.length - off));
+          const n = Math.min(buf.length - off, batch.length - filled);
+          batch.set(buf.subarray(off, off + n), filled);
+          filled += n;
+          off += n;
+          if (filled === batch.length) flush();
+        }
         while (p.queued > MAX_QUEUED) {
           p.drained = Promise.withResolvers();
           await p.drained.promise;
@@ -77,11 +95,13 @@ export class HashWorker {
       },
       digest: () => {
         if (!this.pending.has(id)) return Promise.reject(failed());
+        flush();
         p.done = Promise.withResolvers();
         worker.postMessage({ op: 'digest', id, algorithm });
         return p.done.promise;
       },
       drop: () => {
+        batch = undefined;
         if (this.pending.delete(id)) worker.postMessage({ op: 'drop', id });
       },
     };

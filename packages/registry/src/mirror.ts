@@ -1,4 +1,3 @@
-import { createHash, type Hash } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Peer } from '@ferry/interface';
 import { fingerprintMediaType, firstHeader, isManifestMediaType, parseDigest } from '@ferry/oci';
@@ -251,8 +250,10 @@ async function* blobStream(
   const digest = t.digest as string;
   const wanted = span.end - span.start + 1;
   const whole = span.start === 0 && span.end === span.total - 1;
-  // A whole blob is verified: hashed as it streams, its last chunk held back until the digest matches.
-  const hash: Hash | undefined = whole ? createHash(parseDigest(digest).algorithm) : undefined;
+  // A whole blob is verified: hashed as it streams (in the hash worker, while this thread forwards the
+  // bytes), its last chunk held back until the digest of every byte matches.
+  const algorithm = parseDigest(digest).algorithm;
+  const hash = whole ? s.hashing.hasher(algorithm) : undefined;
   const contributors = new Set<string>();
   let current: Attempt = first;
   let sent = 0;
@@ -269,7 +270,7 @@ async function* blobStream(
           }
           sent += chunk.length;
           contributors.add(current.peer.id);
-          hash?.update(chunk);
+          if (hash !== undefined) await hash.update(chunk);
           const out = hash === undefined ? chunk : held;
           if (hash !== undefined) held = chunk;
           if (out !== undefined) {
@@ -297,7 +298,7 @@ async function* blobStream(
       }
     }
     if (hash !== undefined) {
-      const got = `${parseDigest(digest).algorithm}:${hash.digest('hex')}`;
+      const got = `${algorithm}:${await hash.digest()}`;
       if (got !== digest) {
         // The response breaks (containerd never commits it); whoever served bytes is not asked again.
         for (const id of contributors) s.book.quarantine(digest, id);
@@ -312,6 +313,7 @@ async function* blobStream(
       yield held;
     }
   } finally {
+    hash?.drop();
     current.abort();
     current.body?.destroy();
   }

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Peer, PeerAuth, PeerResponseProof, Router } from '@ferry/interface';
 import { firstHeader, hostPort, isDigest, manifestAcceptTypes, parseDigest } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
+import type { HashWorker } from './hasher.ts';
 import type { PeerBook } from './peer-book.ts';
 
 /** Header set on requests to peers; a request carrying it is answered from local content only. */
@@ -80,6 +81,8 @@ export interface MirrorSettings {
   maxManifestBytes: number;
   /** Failed peers, quarantined (peer, digest) pairs and true blob sizes (bounded). */
   book: PeerBook;
+  /** Hashes relayed blobs off the main thread (verification of a whole blob). */
+  hashing: HashWorker;
   /** Try the peers found in random order (false: in the router's order). */
   randomOrder: boolean;
   /** Sign requests to peers and check their answers (with a network key). */

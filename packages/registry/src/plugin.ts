@@ -15,6 +15,7 @@ import {
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { Agent } from 'undici';
 import { type RegistryObserver, type RequestTrace, requestRecorder, traceOf } from './events.ts';
+import { HashWorker } from './hasher.ts';
 import { createLocalServer } from './local.ts';
 import { createLatencyTracker, MIRRORED_HEADER, type MirrorSettings, mirror } from './mirror.ts';
 import { PeerBook } from './peer-book.ts';
@@ -130,10 +131,12 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     maxManifestBytes,
     book: new PeerBook({ onQuarantine: (digest, peer) => opts.observer?.onQuarantine?.({ digest, peer }) }),
     randomOrder: opts.randomPeerOrder ?? true,
+    hashing: new HashWorker(),
     ...(opts.peerAuth === undefined ? {} : { auth: opts.peerAuth }),
     userAgent: 'ferry',
   };
   if (ownDispatcher !== undefined) app.addHook('onClose', async () => ownDispatcher.destroy());
+  app.addHook('onClose', async () => settings.hashing.close());
   const local = createLocalServer(source, maxManifestBytes, (bytes, mediaType) =>
     settings.book.learnManifest(bytes, mediaType),
   );

@@ -24,3 +24,20 @@ test('the hash worker digests entries in order, several at once, like createHash
   await after.update(b);
   assert.equal(await after.digest(), createHash('sha256').update(b).digest('hex'));
 });
+
+test('updates of any size are gathered into batches and hash like createHash; one larger than a batch too', async () => {
+  const w = new HashWorker();
+  const data = randomBytes(3 * 1024 * 1024 + 777);
+  const h = w.hasher('sha256');
+  // Odd sizes that straddle batch boundaries, then one update larger than a batch.
+  let off = 0;
+  for (const n of [1, 65_535, 1_000_003, 7]) {
+    await h.update(data.subarray(off, off + n));
+    off += n;
+  }
+  await h.update(data.subarray(off));
+  assert.equal(await h.digest(), createHash('sha256').update(data).digest('hex'));
+  const empty = w.hasher('sha256');
+  assert.equal(await empty.digest(), createHash('sha256').digest('hex'));
+  await w.close();
+});
