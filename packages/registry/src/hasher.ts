@@ -81,7 +81,8 @@ export class HashWorker {
       update: async (buf) => {
         if (!this.pending.has(id)) throw failed();
         for (let off = 0; off < buf.length; ) {
-          batch ??= new Uint8Array(Math.max(BATCH, buf.length - off));
+          // Its own (transferable) memory, not zero-filled: every byte is written before it is sent.
+          batch ??= new Uint8Array(Buffer.allocUnsafeSlow(Math.max(BATCH, buf.length - off)).buffer);
           const n = Math.min(buf.length - off, batch.length - filled);
           batch.set(buf.subarray(off, off + n), filled);
           filled += n;
