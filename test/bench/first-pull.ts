@@ -11,11 +11,12 @@
  * Writes a Markdown table (default test/bench/results/first-pull.md) and prints it. Asserts nothing.
  */
 import { writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type BuiltImage, buildImage, type Cluster, pushImage, startCluster } from '../rig/index.ts';
+import { rigCpuSeconds } from './measure.ts';
 
 const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -54,12 +55,36 @@ async function timed(p: () => Promise<void>): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
+/** Runs `p` and gives the CPU-seconds the whole rig used meanwhile, by command name. */
+async function costOf<T>(p: () => Promise<T>): Promise<{ value: T; cpu: Map<string, number> }> {
+  const before = rigCpuSeconds();
+  const value = await p();
+  const after = rigCpuSeconds();
+  const cpu = new Map<string, number>();
+  for (const [name, s] of after) cpu.set(name, s - (before.get(name) ?? 0));
+  return { value, cpu };
+}
+
+const total = (cpu: Map<string, number>) => [...cpu.values()].reduce((a, b) => a + b, 0);
+const split = (cpu: Map<string, number>) =>
+  [...cpu]
+    .filter(([, s]) => s >= 0.05)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, s]) => `${name} ${s.toFixed(1)}`)
+    .join(', ');
+const cores = cpus().length;
+
 interface Result {
   size: number;
   mode: 'off' | 'on';
   single: number;
   slowest: number;
+  /** Each of the four pulls, in node order (s). */
+  times: number[];
   upstreamRatio: number;
+  /** CPU-seconds of the whole rig during the single pull and during the four pulls, by command name. */
+  singleCpu: Map<string, number>;
+  fourCpu: Map<string, number>;
 }
 
 const cluster = await startCluster({ nodes: 4, proxy: { rateBytesPerSec: rate } });
@@ -69,22 +94,27 @@ try {
     for (const mode of ['off', 'on'] as const) {
       await setSharing(cluster, mode === 'on');
       const one = await fresh(cluster, size);
-      const single = await timed(() => cluster.nodes[0]!.pull(one.ref, { timeoutMs: 1_800_000 }));
+      const { value: single, cpu: singleCpu } = await costOf(() =>
+        timed(() => cluster.nodes[0]!.pull(one.ref, { timeoutMs: 1_800_000 })),
+      );
       const four = await fresh(cluster, size);
       cluster.proxy?.reset();
-      const times = await Promise.all(
-        cluster.nodes.map((n) => timed(() => n.pull(four.ref, { timeoutMs: 1_800_000 }))),
+      const { value: times, cpu: fourCpu } = await costOf(() =>
+        Promise.all(cluster.nodes.map((n) => timed(() => n.pull(four.ref, { timeoutMs: 1_800_000 })))),
       );
       const r: Result = {
         size,
         mode,
         single,
         slowest: Math.max(...times),
+        times,
         upstreamRatio: (cluster.proxy?.blobBytes() ?? 0) / blobBytes(four.img),
+        singleCpu,
+        fourCpu,
       };
       results.push(r);
       log(
-        `${size} MiB sharing ${mode}: single ${single.toFixed(1)} s, 4 at once slowest ${r.slowest.toFixed(1)} s, upstream ${r.upstreamRatio.toFixed(2)}×`,
+        `${size} MiB sharing ${mode}: single ${single.toFixed(1)} s (CPU-s: ${split(singleCpu)}), 4 at once ${times.map((x) => x.toFixed(1)).join(' / ')} s (CPU-s: ${split(fourCpu)}), upstream ${r.upstreamRatio.toFixed(2)}×`,
       );
     }
   }
@@ -111,6 +141,15 @@ const lines = [
     const on = results.find((r) => r.size === size && r.mode === 'on');
     const off = results.find((r) => r.size === size && r.mode === 'off');
     return on && off ? [`| ${size} MiB | ${(on.single / off.single).toFixed(2)}× |`] : [];
+  }),
+  '',
+  `CPU floor: CPU-seconds the whole rig (agents, containerd daemons, docker-registry, the proxy and \`ctr\`) used during the pulls, over the machine's ${cores} cores; when the pulls take about that long, they wait on the CPU, not on the link.`,
+  '',
+  '| image | sharing | each of the 4 pulls (s) | rig CPU-s, 4 at once | CPU floor of 4 at once (s) | CPU floor / single pull | rig CPU-s, single pull | by process, 4 at once (CPU-s) |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  ...results.map((r) => {
+    const floor = total(r.fourCpu) / cores;
+    return `| ${r.size} MiB | ${r.mode} | ${r.times.map((x) => x.toFixed(1)).join(' / ')} | ${total(r.fourCpu).toFixed(1)} | ${floor.toFixed(1)} | ${(floor / r.single).toFixed(2)}× | ${total(r.singleCpu).toFixed(1)} | ${split(r.fourCpu)} |`;
   }),
   '',
 ];

@@ -228,3 +228,47 @@ export function writeResults(outFile: string, md: string, log: (msg: string) => 
   console.log(`\n${md}`);
   log(`written to ${outFile}`);
 }
+
+/**
+ * CPU-seconds used so far by this process and every process below it, by command name (`node`,
+ * `containerd`, `docker-registry`, …): live descendants from /proc/<pid>/stat, and this process's own
+ * time plus that of its children already reaped (short-lived `ctr` runs). The difference of two calls
+ * is what a step cost the whole rig.
+ */
+export function rigCpuSeconds(): Map<string, number> {
+  const stats = new Map<number, { ppid: number; comm: string; cpu: number; children: number }>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime, stime, cutime, cstime in clock ticks (USER_HZ 100)
+    stats.set(Number(entry), {
+      ppid: Number(f[1]),
+      comm,
+      cpu: (Number(f[11]) + Number(f[12])) / 100,
+      children: (Number(f[13]) + Number(f[14])) / 100,
+    });
+  }
+  const out = new Map<string, number>();
+  const add = (name: string, s: number) => out.set(name, (out.get(name) ?? 0) + s);
+  const self = stats.get(process.pid);
+  if (self !== undefined) add('bench (client, proxy) and exited children', self.cpu + self.children);
+  const below = new Set([process.pid]);
+  // /proc lists parents before their children almost always; repeat until nothing is added.
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, s] of stats) {
+      if (below.has(pid) || !below.has(s.ppid)) continue;
+      below.add(pid);
+      add(s.comm, s.cpu);
+      grew = true;
+    }
+  }
+  return out;
+}
