@@ -18,17 +18,15 @@ import type {
   MultiaddrConnection,
 } from '@libp2p/interface';
 import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils';
-import type { Uint8ArrayList } from 'uint8arraylist';
-import xsalsa20 from 'xsalsa20';
+import { Uint8ArrayList } from 'uint8arraylist';
 import { NETWORK_KEY_LENGTH } from './network-key.ts';
+import { XSalsa20Stream } from './stream-cipher.ts';
 
 const NONCE_LENGTH = 24;
 /** The first plaintext bytes of every libp2p connection: multistream-select's length-prefixed header. */
 const FIRST_PLAINTEXT = new TextEncoder().encode('\x13/multistream/1.0.0\n');
 /** Bound for the nonce exchange and the first bytes when the upgrader gives no signal. */
 const DEFAULT_TIMEOUT_MS = 5_000;
-
-type Cipher = ReturnType<typeof xsalsa20>;
 
 /** libp2p `connectionProtector` accepting every key of `keys`; the first one dials. */
 export function privateNetwork(keys: Uint8Array[]): () => ConnectionProtector {
@@ -64,7 +62,7 @@ class MultiKeyProtector implements ConnectionProtector {
     ]);
     const remoteNonce = nonce.subarray();
     let key = this.keys[0] as Uint8Array;
-    let inbound: Cipher;
+    let inbound: XSalsa20Stream;
     let first: Uint8Array | undefined;
     if (connection.direction === 'inbound') {
       const head = (await bytes.read({ bytes: FIRST_PLAINTEXT.length, signal })).subarray();
@@ -76,12 +74,12 @@ class MultiKeyProtector implements ConnectionProtector {
       }
       ({ key, cipher: inbound, plain: first } = match);
     } else {
-      inbound = xsalsa20(remoteNonce, key);
+      inbound = new XSalsa20Stream(remoteNonce, key);
     }
     return new PrivateConnection({
       maConn: bytes.unwrap() as MultiaddrConnection,
       inbound,
-      outbound: xsalsa20(localNonce, key),
+      outbound: new XSalsa20Stream(localNonce, key),
       first,
     });
   }
@@ -90,9 +88,9 @@ class MultiKeyProtector implements ConnectionProtector {
   private identify(
     remoteNonce: Uint8Array,
     head: Uint8Array,
-  ): { key: Uint8Array; cipher: Cipher; plain: Uint8Array } | undefined {
+  ): { key: Uint8Array; cipher: XSalsa20Stream; plain: Uint8Array } | undefined {
     for (const key of this.keys) {
-      const cipher = xsalsa20(remoteNonce, key);
+      const cipher = new XSalsa20Stream(remoteNonce, key);
       const plain = cipher.update(head);
       if (Buffer.from(plain).equals(FIRST_PLAINTEXT)) {
         return { key, cipher, plain };
@@ -104,8 +102,8 @@ class MultiKeyProtector implements ConnectionProtector {
 
 interface PrivateConnectionInit {
   maConn: MultiaddrConnection;
-  inbound: Cipher;
-  outbound: Cipher;
+  inbound: XSalsa20Stream;
+  outbound: XSalsa20Stream;
   /** Plaintext already read and decrypted while identifying the key. */
   first: Uint8Array | undefined;
 }
@@ -113,7 +111,7 @@ interface PrivateConnectionInit {
 /** The encrypted connection (as @libp2p/pnet's, with the cipher states given). */
 class PrivateConnection extends AbstractMultiaddrConnection {
   private readonly maConn: MultiaddrConnection;
-  private readonly outbound: Cipher;
+  private readonly outbound: XSalsa20Stream;
 
   constructor(init: PrivateConnectionInit) {
     super({ log: init.maConn.log, remoteAddr: init.maConn.remoteAddr, direction: init.maConn.direction });
@@ -154,10 +152,12 @@ class PrivateConnection extends AbstractMultiaddrConnection {
   }
 
   override sendData(data: Uint8ArrayList): { sentBytes: number; canSendMore: boolean } {
-    return {
-      sentBytes: data.byteLength,
-      canSendMore: this.maConn.send(this.outbound.update(data.subarray())),
-    };
+    // Piece by piece, as queued: no copy of the whole backlog into one buffer.
+    const encrypted = new Uint8ArrayList();
+    for (const buf of data) {
+      encrypted.append(this.outbound.update(buf));
+    }
+    return { sentBytes: data.byteLength, canSendMore: this.maConn.send(encrypted) };
   }
 
   override sendReset(err: Error): void {

@@ -12,8 +12,8 @@ import type { ConnectionProtector } from '@libp2p/interface';
 import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
+import { xsalsa20 } from '@noble/ciphers/salsa.js';
 import { createLibp2p, type Libp2p } from 'libp2p';
-import xsalsa20 from 'xsalsa20';
 import {
   createP2PNode,
   type P2PNode,
@@ -149,7 +149,7 @@ test('a peer without an accepted key receives nothing but a random nonce', async
   assert.equal(plain.length, 24, 'only the nonce');
   // a node with another key: nonce, then the header encrypted with K3
   const nonce = randomBytes(24);
-  const header = xsalsa20(nonce, K3).update(new TextEncoder().encode('\x13/multistream/1.0.0\n\x07/noise\n'));
+  const header = xsalsa20(K3, nonce, new TextEncoder().encode('\x13/multistream/1.0.0\n\x07/noise\n'));
   const wrong = await received(Buffer.concat([nonce, header]));
   assert.equal(wrong.length, 24, 'only the nonce');
   assert.equal(a.peers().length, 0);
