@@ -4,6 +4,7 @@
  * when the system under test answers wrongly (bad status, wrong byte count), never when it is slow.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { manifestAcceptTypes } from '@ferry/oci';
@@ -19,9 +20,13 @@ import {
   pool,
   quietCtr,
   readFileTimed,
+  rigCpuSeconds,
   rssBytes,
   syncDisks,
 } from './measure.ts';
+
+const sumCpu = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+const cores = () => cpus().length;
 
 /** An image pushed to the upstream for the run. */
 export interface Pushed {
@@ -189,10 +194,19 @@ export async function mirrorPath(b: Bench): Promise<Row[]> {
   await passB();
   const reps = 3;
   const s = { viaB: [] as number[], direct: [] as number[], pass: [] as number[] };
+  // CPU-seconds of the whole rig (client included) per kind of GET: on a machine with few cores their
+  // sum, not one thread, bounds the rate (the floor in the notes).
+  const cpu = { viaB: 0, direct: 0, pass: 0 };
+  const costly = async (kind: keyof typeof cpu, one: () => Promise<number>) => {
+    const before = sumCpu(rigCpuSeconds());
+    const rate = await one();
+    cpu[kind] += sumCpu(rigCpuSeconds()) - before;
+    s[kind].push(rate);
+  };
   for (let i = 0; i < reps; i++) {
-    s.viaB.push(await viaB());
-    s.direct.push(await direct());
-    s.pass.push(await passB());
+    await costly('viaB', viaB);
+    await costly('direct', direct);
+    await costly('pass', passB);
   }
   toA.destroy();
   toB.destroy();
@@ -200,8 +214,11 @@ export async function mirrorPath(b: Bench): Promise<Row[]> {
   b.log(`  via B ${s.viaB.map((x) => x.toFixed(0)).join(', ')} MB/s`);
   b.log(`  A direct ${s.direct.map((x) => x.toFixed(0)).join(', ')} MB/s`);
   b.log(`  via B unverified ${s.pass.map((x) => x.toFixed(0)).join(', ')} MB/s`);
+  const perGiB = (k: keyof typeof cpu) => cpu[k] / reps / (layer.size / 1024 ** 3);
+  const ceiling = (k: keyof typeof cpu) => (cores() * layer.size * reps) / cpu[k] / 1e6;
   b.notes.push(
-    `Figure 2: sha256 in one Node process on this machine (1 MiB updates, after the runs): ${hash.toFixed(0)} MB/s, the ceiling of a relay that verifies while it streams.`,
+    `Figure 2: sha256 in one Node process on this machine (1 MiB updates, after the runs): ${hash.toFixed(0)} MB/s, the ceiling of one thread hashing while the relay streams.`,
+    `Figure 2, CPU: the whole rig (client, agents, containerd, registry) spent ${perGiB('direct').toFixed(2)} CPU-s per GiB on A serving directly, ${perGiB('viaB').toFixed(2)} on the verified relay through B, ${perGiB('pass').toFixed(2)} on the unverified one. With ${cores()} cores that allows at most ${ceiling('direct').toFixed(0)} / ${ceiling('viaB').toFixed(0)} / ${ceiling('pass').toFixed(0)} MB/s: a CPU floor of ${(ceiling('viaB') / ceiling('direct')).toFixed(2)}× for figure 2.`,
   );
   const v = median(s.viaB);
   const base = median(s.direct);
@@ -280,6 +297,7 @@ export async function wholePull(b: Bench): Promise<Row[]> {
     const peers: number[] = [];
     const direct: number[] = [];
     const failures: string[] = [];
+    const cpu = { peers: 0, direct: 0 };
     for (let i = 0; i < reps; i++) {
       // From peers: the upstream is down, containerd goes through B's hosts.toml to B's agent. A pull
       // that fails (a blob answered 404: no provider found in time, and no upstream to fall back to) is
@@ -289,6 +307,7 @@ export async function wholePull(b: Bench): Promise<Row[]> {
         const fetchedBefore = await nodeB.agent!.metric('ferry_peer_fetched_bytes_total');
         await syncDisks();
         const t0 = performance.now();
+        const cpu0 = sumCpu(rigCpuSeconds());
         try {
           await nodeB.containerd.pull(p.ref, { timeoutMs: 600_000 });
         } catch (err) {
@@ -304,6 +323,7 @@ export async function wholePull(b: Bench): Promise<Row[]> {
           continue;
         }
         peers.push((performance.now() - t0) / 1000);
+        cpu.peers += sumCpu(rigCpuSeconds()) - cpu0;
         const fetched = (await nodeB.agent!.metric('ferry_peer_fetched_bytes_total')) - fetchedBefore;
         if (fetched < p.layerBytes)
           throw new Error(`B fetched ${fetched} bytes from peers, want ≥ ${p.layerBytes}`);
@@ -314,8 +334,10 @@ export async function wholePull(b: Bench): Promise<Row[]> {
       // Directly: an empty hosts dir, so containerd talks to the upstream only.
       await syncDisks();
       const t0 = performance.now();
+      const cpu0 = sumCpu(rigCpuSeconds());
       await nodeB.containerd.pull(p.ref, { hostsDir: b.emptyHosts, timeoutMs: 600_000 });
       direct.push((performance.now() - t0) / 1000);
+      cpu.direct += sumCpu(rigCpuSeconds()) - cpu0;
       await removeImage(nodeB, p);
     }
     if (failures.length) {
@@ -323,6 +345,9 @@ export async function wholePull(b: Bench): Promise<Row[]> {
         `Whole pull of ${p.ref} from peers: ${failures.length} attempt(s) failed and were retried (not timed), e.g. \`${failures[0]}\`.`,
       );
     }
+    b.notes.push(
+      `Whole pull of ${p.ref}, CPU: the whole rig spent ${(cpu.peers / reps).toFixed(1)} CPU-s per pull from peers (${(cpu.peers / reps / cores()).toFixed(2)} s of all ${cores()} cores), ${(cpu.direct / reps).toFixed(1)} CPU-s per direct pull (${(cpu.direct / reps / cores()).toFixed(2)} s of all cores).`,
+    );
     b.log(`  ${p.ref}: peers ${peers.map((x) => x.toFixed(2)).join(', ')} s`);
     b.log(`  ${p.ref}: upstream ${direct.map((x) => x.toFixed(2)).join(', ')} s`);
     const v = median(peers);
