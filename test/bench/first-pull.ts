@@ -1,5 +1,5 @@
 /**
- * `node test/bench/first-pull.ts [--sizes 256,1024] [--rate 40] [--out FILE]`
+ * `node test/bench/first-pull.ts [--sizes 256,1024] [--rate 40] [--modes off,on] [--out FILE]`
  *
  * First-pull sharing figure: a 4-node rig (real docker-registry behind the shaping proxy, real containerd
  * daemons, real agents). All blob bytes of the upstream share one link at `--rate` MB/s, so the link is the
@@ -24,6 +24,8 @@ const { values: args } = parseArgs({
   options: {
     sizes: { type: 'string', default: '256,1024' },
     rate: { type: 'string', default: '40' },
+    /** Sharing off (the baseline) and/or on; one mode alone is for profiling. */
+    modes: { type: 'string', default: 'off,on' },
     out: { type: 'string', default: join(here, 'results', 'first-pull.md') },
   },
 });
@@ -91,7 +93,7 @@ const cluster = await startCluster({ nodes: 4, proxy: { rateBytesPerSec: rate } 
 const results: Result[] = [];
 try {
   for (const size of sizes) {
-    for (const mode of ['off', 'on'] as const) {
+    for (const mode of (['off', 'on'] as const).filter((m) => (args.modes ?? '').split(',').includes(m))) {
       await setSharing(cluster, mode === 'on');
       const one = await fresh(cluster, size);
       const { value: single, cpu: singleCpu } = await costOf(() =>

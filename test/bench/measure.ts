@@ -258,7 +258,7 @@ export function rigCpuSeconds(): Map<string, number> {
   const out = new Map<string, number>();
   const add = (name: string, s: number) => out.set(name, (out.get(name) ?? 0) + s);
   const self = stats.get(process.pid);
-  if (self !== undefined) add('bench (client, proxy) and exited children', self.cpu + self.children);
+  if (self !== undefined) add('bench (shaping proxy, client) and exited ctr', self.cpu + self.children);
   const below = new Set([process.pid]);
   // /proc lists parents before their children almost always; repeat until nothing is added.
   for (let grew = true; grew; ) {
@@ -266,7 +266,8 @@ export function rigCpuSeconds(): Map<string, number> {
     for (const [pid, s] of stats) {
       if (below.has(pid) || !below.has(s.ppid)) continue;
       below.add(pid);
-      add(s.comm, s.cpu);
+      // Node names its main thread, and so its process, "MainThread": the agents.
+      add(s.comm === 'MainThread' ? 'node (agents)' : s.comm, s.cpu);
       grew = true;
     }
   }
