@@ -141,9 +141,9 @@ test('fill gathers small chunks into larger writes; a trickle still reaches read
   await e.begin(data.length, undefined);
   let writes = 0;
   const write = e.write.bind(e);
-  e.write = (chunk: Buffer) => {
+  e.write = (chunks: Buffer | Buffer[]) => {
     writes++;
-    return write(chunk);
+    return write(chunks);
   };
   async function* small() {
     for (let off = 0; off < data.length; off += 16_384) yield data.subarray(off, off + 16_384);
@@ -158,6 +158,17 @@ test('fill gathers small chunks into larger writes; a trickle still reaches read
   assert.equal(counted, data.length);
   assert.ok(writes <= 8, `${writes} writes for 128 chunks`);
   assert.ok((await collect(e.read())).equals(data));
+
+  // Tiny chunks: a batch holds at most 64 of them (one vectored write each), in order.
+  const tiny = randomBytes(7 * 3000);
+  const te = await spool.create(digestOf(tiny));
+  await te.begin(tiny.length, undefined);
+  async function* sevens() {
+    for (let off = 0; off < tiny.length; off += 7) yield tiny.subarray(off, off + 7);
+  }
+  await fill(te, sevens());
+  assert.equal(te.state, 'complete');
+  assert.ok((await collect(te.read())).equals(tiny));
 
   // A source that sends a few bytes and stalls: the bytes are written without waiting for more.
   const slow = randomBytes(4096);
