@@ -15,6 +15,14 @@ async function until(what: string, check: () => boolean, timeoutMs = 20_000): Pr
   }
 }
 
+async function untilAsync(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function cluster(t: TestContext, count: number): Promise<P2PNode[]> {
   const nodes: P2PNode[] = [];
   for (let i = 1; i <= count; i++) {
@@ -51,6 +59,15 @@ test('beyond the mesh: a late node finds the fetcher, a fetcher finds a lower-ra
   const late = byRank[5] as P2PNode;
   // The fetcher's records, as a fetching node announces them.
   await fetcher.advertise([electionKey(digest), copyKey(digest), fetchKey(digest)]);
+  // The late node's lookups go through the DHT (its store is not complete): poll until one of them
+  // returns the fetcher, so a single lookup that misses its deadline on a loaded machine does not
+  // decide the test. Then the election, with the same lookups, must choose the fetcher.
+  await untilAsync('the late node finds the fetcher through the DHT', async () => {
+    for await (const p of late.lookup(fetchKey(digest), { signal: AbortSignal.timeout(3_000) })) {
+      if (p.id === fetcher.peerId) return true;
+    }
+    return false;
+  });
   const chosen = await new Inflight(late, 100).elect(digest);
   assert.equal(chosen[0]?.id, fetcher.peerId, 'the late node follows the node fetching');
   // A lower-ranked node fetches too (it decided without seeing the fetcher): the fetcher yields to it.
