@@ -5,11 +5,10 @@
  *  3. it serves wrong bytes: nothing wrong is committed, the peer is quarantined for that digest, and the
  *     pull succeeds (containerd 1.6 resumes a broken body with Range, so at the latest on its retry);
  *  4. it claims a 1 GiB body for a small layer: nothing past the true size reaches containerd;
- *  5. five Sybil peers with the lowest of many ids advertise content they answer 404 for: pulls succeed
- *     with the upstream down;
  *  6. it announces another service's address: nothing connects to that service;
  *  2. with the key it lies about a tag's resolution time during an upstream outage: no hijack on a node
  *     with its own upstream record, a future time is refused, and nothing of the lie outlives the outage.
+ * Scenario 5 (Sybil peers) is test/e2e/trust-sybils.test.ts.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -22,16 +21,15 @@ import {
   type Adversary,
   type AdversaryOptions,
   AGENT_PORTS,
-  type BuiltImage,
   buildImage,
   type Cluster,
   type ClusterNode,
   pushImage,
-  startAdversary,
   startCluster,
   waitFor,
 } from '../rig/index.ts';
 import { digestsOf, registryRequest } from './helpers.ts';
+import { contentOf, imageDigest, lookupFrom, startMember } from './trust-helpers.ts';
 
 let cluster: Cluster;
 const node = (i: number) => cluster.nodes[i - 1] as ClusterNode;
@@ -51,34 +49,9 @@ after(async () => {
 
 /** An adversary on host `h` of the rig's block, bootstrapped from every node. */
 async function adversary(h: number, opts: Partial<AdversaryOptions> = {}): Promise<Adversary> {
-  const a = await startAdversary({
-    host: cluster.block.host(h),
-    dir: join(node(1).dir, '..', `adversary-${h}`),
-    bootstrapPeers: cluster.nodes.map((n) => `${n.host}:${AGENT_PORTS.router}`),
-    ...opts,
-  });
+  const a = await startMember(cluster, h, opts);
   adversaries.push(a);
   return a;
-}
-
-/** Every blob of an image, with its bytes, as the adversary holds them. */
-function contentOf(img: BuiltImage) {
-  return [
-    { digest: img.manifest.digest, bytes: img.manifest.bytes, mediaType: img.manifest.mediaType },
-    { digest: img.config.digest, bytes: img.config.bytes, mediaType: img.config.mediaType },
-    ...img.layers.map((l) => ({ digest: l.digest, bytes: readFileSync(l.path), mediaType: l.mediaType })),
-  ];
-}
-
-/** Peers the adversary's own DHT lookup yields for `key` within a short window. */
-async function lookupFrom(a: Adversary, key: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const p of a.node.lookup(key, { signal: AbortSignal.timeout(2_000) })) found.push(p.id);
-  return found;
-}
-
-async function imageDigest(n: ClusterNode, ref: string): Promise<string | undefined> {
-  return (await n.containerd.client.getImage(ref))?.target.digest;
 }
 
 async function headTag(n: ClusterNode, repoTag: string) {
@@ -276,40 +249,6 @@ test("6. a member announcing another service's address: nothing connects to that
   // The node fetched from the address of the peer's authenticated connection, never the announced one.
   assert.ok(liar.requests.length > 0, 'the announcer was asked at its own address');
   assert.equal(other.connections(), 0, 'the announced service saw no connection');
-});
-
-test('5. five Sybil peers with the lowest of many ids advertise what they answer 404 for: pulls succeed with the upstream down', async () => {
-  const img = await buildImage({ layers: [250_000, 40_000] });
-  await pushImage(cluster.upstream.url, 'trust/sybil', 'v1', img);
-  await node(1).pull(cluster.ref('trust/sybil:v1'));
-  const key = tagKey(cluster.upstream.host, 'trust/sybil', 'v1');
-  const sybils = await Promise.all(
-    [50, 51, 52, 53, 54].map((h) =>
-      adversary(h, { networkKey: cluster.networkKey as Uint8Array, lowestIdOf: 300 }),
-    ),
-  );
-  for (const s of sybils) {
-    s.blobs = 'not-held';
-    await s.advertise([...digestsOf(img), key]);
-  }
-  const n = node(2);
-  // Every member holds every record (mesh): once another member sees node 1 and all five as providers of
-  // each key, so does node 2, which has asked none of them yet.
-  const probe = await adversary(55, { networkKey: cluster.networkKey as Uint8Array });
-  for (const k of [...digestsOf(img), key])
-    await waitFor(async () => (await lookupFrom(probe, k)).length >= 6, {
-      timeoutMs: 30_000,
-      what: `six providers of ${k}`,
-    });
-  await probe.stop();
-  await cluster.upstream.stop();
-  try {
-    await n.pull(cluster.ref('trust/sybil:v1'), { timeoutMs: 60_000 });
-    assert.equal(await imageDigest(n, cluster.ref('trust/sybil:v1')), img.digest);
-  } finally {
-    await cluster.upstream.start();
-    for (const s of sybils) await s.stop();
-  }
 });
 
 test('a peer dies mid-blob: the pull resumes from another, and the log credits every peer that served bytes', async () => {

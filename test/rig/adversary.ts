@@ -7,7 +7,8 @@
  * - advertises digests and tag keys, held or not;
  * - announces another service's IP and registry port;
  * - answers tags with any digest and `X-Ferry-Resolved-At` (future, too early);
- * - serves wrong bytes for a digest, claims a huge body, or answers 404 for what it advertised.
+ * - serves wrong bytes for a digest, claims a huge body, or answers 404 for what it advertised;
+ * - fails every request (a signed 500 at once), held or not.
  */
 
 import { once } from 'node:events';
@@ -80,6 +81,8 @@ export interface Adversary {
   readonly requests: AdversaryRequest[];
   /** How requests by digest are answered (default 'honest'). */
   blobs: BlobLie;
+  /** When true, every request (manifest, blob, tag) gets a signed 500 at once: each costs an attempt. */
+  failing: boolean;
   /** Tag answers by `<repository>:<tag>`. */
   readonly tags: Map<string, TagLie>;
   /** Content it can serve, by digest. */
@@ -141,6 +144,7 @@ export async function startAdversary(opts: AdversaryOptions): Promise<Adversary>
       await body(res);
     };
     if (m === null) return send(404, {});
+    if (adversary.failing) return send(500, {});
     const [, repository, kind, reference] = m as unknown as [string, string, string, string];
     let digest = reference;
     const extra: Record<string, string> = {};
@@ -212,6 +216,7 @@ export async function startAdversary(opts: AdversaryOptions): Promise<Adversary>
     registryUrl: `http://${opts.host}:${registryPort}`,
     requests,
     blobs: 'honest',
+    failing: false,
     tags: new Map(),
     hold(items) {
       for (const i of items)
