@@ -1,6 +1,7 @@
 /** Shared parts of the trust scenarios on the rig (trust-peers, trust-sybils): hostile members and what they hold. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import {
   type Adversary,
   type AdversaryOptions,
@@ -9,7 +10,44 @@ import {
   type Cluster,
   type ClusterNode,
   startAdversary,
+  startCluster,
 } from '../rig/index.ts';
+
+export const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json';
+
+/**
+ * The trust scenarios' rig, set up by the calling file's before/after hooks: three nodes whose agents
+ * hold the cluster's network key and mirror the rig's upstream; members started with `adversary` stop
+ * with the rig.
+ */
+export function trustRig() {
+  const state: { cluster?: Cluster } = {};
+  const adversaries: Adversary[] = [];
+  before(async () => {
+    const cluster = await startCluster({ nodes: 3, startAgents: false });
+    state.cluster = cluster;
+    const args = [`--mirrored-registries=${cluster.upstream.url}`, '--mirror-resolve-timeout=300ms'];
+    await Promise.all(cluster.nodes.map((n) => n.startAgent(args)));
+    await Promise.all(cluster.nodes.map((n) => n.agent!.waitReady()));
+  });
+  after(async () => {
+    for (const a of adversaries) await a.stop().catch(() => undefined);
+    await state.cluster?.dispose();
+  });
+  return {
+    get cluster(): Cluster {
+      return state.cluster as Cluster;
+    },
+    /** Node i (1-based). */
+    node: (i: number) => (state.cluster as Cluster).nodes[i - 1] as ClusterNode,
+    /** An adversary on host `h` of the rig's block, bootstrapped from every node. */
+    async adversary(h: number, opts: Partial<AdversaryOptions> = {}): Promise<Adversary> {
+      const a = await startMember(state.cluster as Cluster, h, opts);
+      adversaries.push(a);
+      return a;
+    },
+  };
+}
 
 /** An adversary on host `h` of the cluster's block, bootstrapped from every node (stop it yourself). */
 export function startMember(

@@ -14,49 +14,19 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tagKey } from '@ferry/oci';
-import {
-  type Adversary,
-  type AdversaryOptions,
-  AGENT_PORTS,
-  buildImage,
-  type Cluster,
-  type ClusterNode,
-  pushImage,
-  startCluster,
-  waitFor,
-} from '../rig/index.ts';
+import { AGENT_PORTS, buildImage, type ClusterNode, pushImage, waitFor } from '../rig/index.ts';
 import { digestsOf, registryRequest } from './helpers.ts';
-import { contentOf, imageDigest, lookupFrom, startMember } from './trust-helpers.ts';
+import { ACCEPT, contentOf, imageDigest, lookupFrom, trustRig } from './trust-helpers.ts';
 
-let cluster: Cluster;
-const node = (i: number) => cluster.nodes[i - 1] as ClusterNode;
-const adversaries: Adversary[] = [];
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json';
-
-before(async () => {
-  cluster = await startCluster({ nodes: 3, startAgents: false });
-  const args = [`--mirrored-registries=${cluster.upstream.url}`, '--mirror-resolve-timeout=300ms'];
-  await Promise.all(cluster.nodes.map((n) => n.startAgent(args)));
-  await Promise.all(cluster.nodes.map((n) => n.agent!.waitReady()));
-});
-after(async () => {
-  for (const a of adversaries) await a.stop().catch(() => undefined);
-  await cluster?.dispose();
-});
-
-/** An adversary on host `h` of the rig's block, bootstrapped from every node. */
-async function adversary(h: number, opts: Partial<AdversaryOptions> = {}): Promise<Adversary> {
-  const a = await startMember(cluster, h, opts);
-  adversaries.push(a);
-  return a;
-}
+const rig = trustRig();
+const { adversary, node } = rig;
 
 async function headTag(n: ClusterNode, repoTag: string) {
   const [repo, tag] = repoTag.split(':') as [string, string];
-  const res = await registryRequest(n, cluster, `/v2/${repo}/manifests/${tag}`, {
+  const res = await registryRequest(n, rig.cluster, `/v2/${repo}/manifests/${tag}`, {
     method: 'HEAD',
     headers: { accept: ACCEPT },
   });
@@ -65,12 +35,12 @@ async function headTag(n: ClusterNode, repoTag: string) {
 
 test('1. without the network key (or with a wrong one) a peer cannot connect or learn a key; a member can', async () => {
   const img = await buildImage({ layers: [200_000] });
-  await pushImage(cluster.upstream.url, 'trust/known', 'v1', img);
-  await node(1).pull(cluster.ref('trust/known:v1'));
-  const key = tagKey(cluster.upstream.host, 'trust/known', 'v1');
+  await pushImage(rig.cluster.upstream.url, 'trust/known', 'v1', img);
+  await node(1).pull(rig.cluster.ref('trust/known:v1'));
+  const key = tagKey(rig.cluster.upstream.host, 'trust/known', 'v1');
 
   // Control: a holder of the key learns the digest's and the tag's providers.
-  const member = await adversary(40, { networkKey: cluster.networkKey as Uint8Array });
+  const member = await adversary(40, { networkKey: rig.cluster.networkKey as Uint8Array });
   await waitFor(async () => (await lookupFrom(member, img.digest)).length > 0, {
     timeoutMs: 30_000,
     what: 'a member finds the manifest digest',
@@ -129,9 +99,9 @@ async function maxIngest(n: ClusterNode, during: Promise<unknown>): Promise<numb
 
 test('3. a member serving wrong bytes: containerd never commits them, the peer is quarantined for that digest, the pull succeeds (at the latest on the retry)', async () => {
   const img = await buildImage({ layers: [400_000] });
-  await pushImage(cluster.upstream.url, 'trust/wrong', 'v1', img);
+  await pushImage(rig.cluster.upstream.url, 'trust/wrong', 'v1', img);
   // The only peer holding it: every blob by digest goes to it first.
-  const liar = await adversary(43, { networkKey: cluster.networkKey as Uint8Array });
+  const liar = await adversary(43, { networkKey: rig.cluster.networkKey as Uint8Array });
   liar.hold(contentOf(img));
   liar.blobs = 'corrupt';
   await liar.advertise(digestsOf(img));
@@ -139,7 +109,7 @@ test('3. a member serving wrong bytes: containerd never commits them, the peer i
   const layer = img.layers[0]!.digest;
   await waitFor(
     async () =>
-      (await registryRequest(n, cluster, `/v2/trust/wrong/blobs/${layer}`, { method: 'HEAD' })).status ===
+      (await registryRequest(n, rig.cluster, `/v2/trust/wrong/blobs/${layer}`, { method: 'HEAD' })).status ===
       200,
     {
       timeoutMs: 30_000,
@@ -149,7 +119,7 @@ test('3. a member serving wrong bytes: containerd never commits them, the peer i
   // The relay hashes as it streams and holds the last chunk back: on the mismatch it breaks the response.
   // containerd 1.6 resumes a broken body with a Range request (which the agent, the liar quarantined, sends
   // on to the upstream), so this first pull may end in containerd's own digest check: never a wrong commit.
-  const first = await n.pull(cluster.ref('trust/wrong:v1')).then(
+  const first = await n.pull(rig.cluster.ref('trust/wrong:v1')).then(
     () => undefined,
     (err: Error) => err,
   );
@@ -176,22 +146,22 @@ test('3. a member serving wrong bytes: containerd never commits them, the peer i
   let last = first;
   for (let attempt = 0; last !== undefined && attempt < 4; attempt++) {
     await sleep(2000);
-    last = await n.pull(cluster.ref('trust/wrong:v1')).then(
+    last = await n.pull(rig.cluster.ref('trust/wrong:v1')).then(
       () => undefined,
       (err: Error) => err,
     );
     if (last !== undefined) assert.ok(named(last), last.message);
   }
   assert.equal(last, undefined);
-  assert.equal(await imageDigest(n, cluster.ref('trust/wrong:v1')), img.digest);
+  assert.equal(await imageDigest(n, rig.cluster.ref('trust/wrong:v1')), img.digest);
   // A digest the liar was quarantined for is not asked of it again.
   for (const [d, n0] of asked) assert.equal(gets(d), n0, `${d} quarantined`);
 });
 
 test('4. a member claiming 1 GiB for a small layer: nothing past the true size reaches containerd; the pull succeeds', async () => {
   const img = await buildImage({ layers: [300_000] });
-  await pushImage(cluster.upstream.url, 'trust/big', 'v1', img);
-  const liar = await adversary(44, { networkKey: cluster.networkKey as Uint8Array });
+  await pushImage(rig.cluster.upstream.url, 'trust/big', 'v1', img);
+  const liar = await adversary(44, { networkKey: rig.cluster.networkKey as Uint8Array });
   liar.hold(contentOf(img));
   liar.blobs = { claimBytes: 1 << 30 };
   await liar.advertise(digestsOf(img));
@@ -199,12 +169,12 @@ test('4. a member claiming 1 GiB for a small layer: nothing past the true size r
   const layer = img.layers[0]!;
   await waitFor(
     async () =>
-      (await registryRequest(n, cluster, `/v2/trust/big/blobs/${layer.digest}`, { method: 'HEAD' }))
+      (await registryRequest(n, rig.cluster, `/v2/trust/big/blobs/${layer.digest}`, { method: 'HEAD' }))
         .status === 200,
     { timeoutMs: 30_000, what: 'node 3 finds the liar' },
   );
-  const ingest = await maxIngest(n, n.pull(cluster.ref('trust/big:v1')));
-  assert.equal(await imageDigest(n, cluster.ref('trust/big:v1')), img.digest);
+  const ingest = await maxIngest(n, n.pull(rig.cluster.ref('trust/big:v1')));
+  assert.equal(await imageDigest(n, rig.cluster.ref('trust/big:v1')), img.digest);
   assert.ok(ingest <= layer.size, `containerd's ingest grew to ${ingest} bytes; the layer has ${layer.size}`);
   assert.ok(
     liar.requests.some((r) => r.method === 'GET' && r.path.includes(layer.digest)),
@@ -227,25 +197,25 @@ async function sentinel(host: string, port: number): Promise<{ connections(): nu
 
 test("6. a member announcing another service's address: nothing connects to that service", async () => {
   const img = await buildImage({ layers: [200_000] });
-  await pushImage(cluster.upstream.url, 'trust/ssrf', 'v1', img);
-  const other = await sentinel(cluster.block.host(99), AGENT_PORTS.registry);
+  await pushImage(rig.cluster.upstream.url, 'trust/ssrf', 'v1', img);
+  const other = await sentinel(rig.cluster.block.host(99), AGENT_PORTS.registry);
   after(() => other.close());
   // It holds the image and serves it honestly; it only lies about where it is.
   const liar = await adversary(45, {
-    networkKey: cluster.networkKey as Uint8Array,
-    announceHost: cluster.block.host(99),
+    networkKey: rig.cluster.networkKey as Uint8Array,
+    announceHost: rig.cluster.block.host(99),
   });
   liar.hold(contentOf(img));
   await liar.advertise(digestsOf(img));
   const n = node(1);
   await waitFor(
     async () =>
-      (await registryRequest(n, cluster, `/v2/trust/ssrf/manifests/${img.digest}`, { method: 'HEAD' }))
+      (await registryRequest(n, rig.cluster, `/v2/trust/ssrf/manifests/${img.digest}`, { method: 'HEAD' }))
         .status === 200,
     { timeoutMs: 30_000, what: 'node 1 finds the announcer' },
   );
-  await n.pull(cluster.ref('trust/ssrf:v1'));
-  assert.equal(await imageDigest(n, cluster.ref('trust/ssrf:v1')), img.digest);
+  await n.pull(rig.cluster.ref('trust/ssrf:v1'));
+  assert.equal(await imageDigest(n, rig.cluster.ref('trust/ssrf:v1')), img.digest);
   // The node fetched from the address of the peer's authenticated connection, never the announced one.
   assert.ok(liar.requests.length > 0, 'the announcer was asked at its own address');
   assert.equal(other.connections(), 0, 'the announced service saw no connection');
@@ -253,11 +223,11 @@ test("6. a member announcing another service's address: nothing connects to that
 
 test('a peer dies mid-blob: the pull resumes from another, and the log credits every peer that served bytes', async () => {
   const img = await buildImage({ layers: [600_000] });
-  await pushImage(cluster.upstream.url, 'trust/resume', 'v1', img);
+  await pushImage(rig.cluster.upstream.url, 'trust/resume', 'v1', img);
   const layer = img.layers[0]!;
   // One serves the start of the layer and breaks; the other answers only the resume (Range).
-  const dying = await adversary(47, { networkKey: cluster.networkKey as Uint8Array });
-  const taker = await adversary(48, { networkKey: cluster.networkKey as Uint8Array });
+  const dying = await adversary(47, { networkKey: rig.cluster.networkKey as Uint8Array });
+  const taker = await adversary(48, { networkKey: rig.cluster.networkKey as Uint8Array });
   for (const a of [dying, taker]) {
     a.hold(contentOf(img));
     await a.advertise(digestsOf(img));
@@ -267,12 +237,12 @@ test('a peer dies mid-blob: the pull resumes from another, and the log credits e
   const n = node(3);
   await waitFor(
     async () =>
-      (await registryRequest(n, cluster, `/v2/trust/resume/manifests/${img.digest}`, { method: 'HEAD' }))
+      (await registryRequest(n, rig.cluster, `/v2/trust/resume/manifests/${img.digest}`, { method: 'HEAD' }))
         .status === 200,
     { timeoutMs: 30_000, what: 'node 3 finds both' },
   );
-  await n.pull(cluster.ref('trust/resume:v1'));
-  assert.equal(await imageDigest(n, cluster.ref('trust/resume:v1')), img.digest);
+  await n.pull(rig.cluster.ref('trust/resume:v1'));
+  assert.equal(await imageDigest(n, rig.cluster.ref('trust/resume:v1')), img.digest);
   assert.ok(
     taker.requests.some((r) => r.path.includes(layer.digest)),
     'the taker resumed it',
@@ -297,9 +267,9 @@ test('a peer dies mid-blob: the pull resumes from another, and the log credits e
 test('2. a member lying about tag times in an outage: no hijack where the node knows better, a future time is refused, nothing of the lie outlives the outage', async () => {
   const real = await buildImage({ layers: [220_000] });
   const evil = await buildImage({ layers: [230_000] });
-  await pushImage(cluster.upstream.url, 'trust/tag', 'v1', real);
+  await pushImage(rig.cluster.upstream.url, 'trust/tag', 'v1', real);
   // Node 1 resolved v1 at the upstream itself and holds it.
-  await node(1).pull(cluster.ref('trust/tag:v1'));
+  await node(1).pull(rig.cluster.ref('trust/tag:v1'));
   const upstreamAnswers = () =>
     node(1).agent!.metric('ferry_tag_resolutions_total', { mode: 'verify', outcome: 'upstream' });
   const answered = await upstreamAnswers();
@@ -311,7 +281,7 @@ test('2. a member lying about tag times in an outage: no hijack where the node k
       what: 'node 1 records v1 from the upstream',
     },
   );
-  const liar = await adversary(46, { networkKey: cluster.networkKey as Uint8Array });
+  const liar = await adversary(46, { networkKey: rig.cluster.networkKey as Uint8Array });
   liar.hold(contentOf(evil));
   const lie = (resolvedAt: number) =>
     liar.tags.set('trust/tag:v1', {
@@ -321,19 +291,26 @@ test('2. a member lying about tag times in an outage: no hijack where the node k
       resolvedAt,
     });
   lie(Date.now() + 3600_000);
-  const key = tagKey(cluster.upstream.host, 'trust/tag', 'v1');
+  const key = tagKey(rig.cluster.upstream.host, 'trust/tag', 'v1');
   await liar.advertise([key, ...digestsOf(evil)]);
   await waitFor(
     async () =>
-      (await registryRequest(node(2), cluster, `/v2/trust/tag/manifests/${evil.digest}`, { method: 'HEAD' }))
-        .status === 200,
+      (
+        await registryRequest(node(2), rig.cluster, `/v2/trust/tag/manifests/${evil.digest}`, {
+          method: 'HEAD',
+        })
+      ).status === 200,
     { timeoutMs: 30_000, what: "node 2 finds the liar's image" },
   );
-  await cluster.upstream.stop();
+  await rig.cluster.upstream.stop();
   try {
     // A time an hour ahead is refused: node 2, knowing nothing itself, takes node 1's answer.
-    await node(2).pull(cluster.ref('trust/tag:v1'), { timeoutMs: 60_000 });
-    assert.equal(await imageDigest(node(2), cluster.ref('trust/tag:v1')), real.digest, 'future time refused');
+    await node(2).pull(rig.cluster.ref('trust/tag:v1'), { timeoutMs: 60_000 });
+    assert.equal(
+      await imageDigest(node(2), rig.cluster.ref('trust/tag:v1')),
+      real.digest,
+      'future time refused',
+    );
     assert.ok(
       liar.requests.some((r) => r.method === 'HEAD' && r.path.includes('/manifests/v1')),
       'it was asked',
@@ -344,7 +321,7 @@ test('2. a member lying about tag times in an outage: no hijack where the node k
     // Node 3 knows nothing itself: the newest plausible answer wins there, for the outage (the documented bound).
     assert.equal((await headTag(node(3), 'trust/tag:v1')).digest, evil.digest);
   } finally {
-    await cluster.upstream.start();
+    await rig.cluster.upstream.start();
   }
   // The upstream answers again: its answer replaces what node 3 learned from the liar.
   await waitFor(async () => (await headTag(node(3), 'trust/tag:v1')).digest === real.digest, {
@@ -353,12 +330,12 @@ test('2. a member lying about tag times in an outage: no hijack where the node k
   });
   await liar.stop();
   // The next outage: node 3 serves the real digest, nothing of the lie is left.
-  await cluster.upstream.stop();
+  await rig.cluster.upstream.stop();
   try {
     const next = await headTag(node(3), 'trust/tag:v1');
     assert.equal(next.status, 200);
     assert.equal(next.digest, real.digest, 'the lie did not outlive the outage');
   } finally {
-    await cluster.upstream.start();
+    await rig.cluster.upstream.start();
   }
 });
