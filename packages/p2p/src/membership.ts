@@ -14,6 +14,10 @@
 //   some members yet) does not take its store for the cluster's: its lookups ask peers.
 // - Gossip: a node below the mesh limit asks one random member for its members every few seconds,
 //   so a mesh left partial by a lost request fills up.
+// - Dial pacing: mesh dials run at most `MESH_DIAL_CONCURRENCY` at a time per node, the rest wait
+//   in a queue (bounded by meshLimit). When many nodes start at once, a node that dialled every
+//   member it heard of at once had each handshake compete with all the others: on a busy machine
+//   they ran past the dial timeout, were cut off and retried, and the mesh formed later.
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import { peerIdFromMultihash } from '@libp2p/peer-id';
 import { lpStream } from '@libp2p/utils';
@@ -33,6 +37,8 @@ export const FERRY_MEMBERS_PROTOCOL = '/ferry/members/1.0.0';
 const MAX_ANSWER_BYTES = 128 * 1024;
 /** Addresses taken per member from an answer. */
 const MAX_ADDRS_PER_MEMBER = 4;
+/** Mesh dials in flight per node (redials of a lost member are not paced). */
+const MESH_DIAL_CONCURRENCY = 4;
 
 export interface MembershipInit {
   libp2p: Libp2p;
@@ -52,6 +58,9 @@ export class Membership {
   private readonly dead = new Map<string, number>();
   /** Member dials in flight (mesh and redials). */
   private readonly dialing = new Set<string>();
+  /** Mesh dials waiting for a slot, by peer (bounded by meshLimit). */
+  private readonly queued = new Map<string, { id: PeerId; addrs: Multiaddr[] }>();
+  private meshDials = 0;
   /** Members some peer named that are neither connected nor known dead yet (bounded by meshLimit). */
   private readonly heardOf = new Set<string>();
   private lastJoin = 0;
@@ -84,6 +93,7 @@ export class Membership {
       members > 0 &&
       members <= this.init.meshLimit &&
       this.dialing.size === 0 &&
+      this.queued.size === 0 &&
       this.heardOf.size === 0 &&
       now - this.lastJoin >= this.init.settleMs
     );
@@ -198,8 +208,9 @@ export class Membership {
       throw err;
     }
     const self = this.init.libp2p.peerId.toString();
+    let room = this.init.meshLimit - this.memberCount() - this.dialing.size - this.queued.size;
     for (const member of answer.closer.slice(0, this.init.meshLimit)) {
-      if (this.memberCount() + this.dialing.size >= this.init.meshLimit) {
+      if (room <= 0) {
         return;
       }
       let id: PeerId;
@@ -211,19 +222,48 @@ export class Membership {
         continue; // a peer's statement: evidence, skipped when malformed
       }
       const key = id.toString();
-      if (key === self || this.init.libp2p.getConnections(id).length > 0 || addrs.length === 0) {
+      if (
+        key === self ||
+        addrs.length === 0 ||
+        this.dialing.has(key) ||
+        this.queued.has(key) ||
+        this.init.libp2p.getConnections(id).length > 0
+      ) {
         continue;
       }
       if (this.heardOf.size < this.init.meshLimit) {
         this.heardOf.add(key);
       }
+      this.queued.set(key, { id, addrs });
+      room--;
+    }
+    this.nextMeshDial();
+  }
+
+  /** Start queued mesh dials while below the concurrency; each finished dial starts the next. */
+  private nextMeshDial(): void {
+    while (this.meshDials < MESH_DIAL_CONCURRENCY && this.queued.size > 0 && !this.init.stopSignal.aborted) {
+      const [key, { id, addrs }] = this.queued.entries().next().value as [
+        string,
+        { id: PeerId; addrs: Multiaddr[] },
+      ];
+      this.queued.delete(key);
+      if (this.init.libp2p.getConnections(id).length > 0) {
+        continue; // it dialled us meanwhile
+      }
+      this.meshDials++;
       // a member we cannot reach now no longer holds the view open (gossip names it again later);
       // it is not declared dead: on a busy node a dial can time out while the peer is alive
       this.dial(id, addrs).then((ok) => {
+        this.meshDials--;
         if (!ok && !this.dialing.has(key)) {
           this.heardOf.delete(key);
         }
+        this.nextMeshDial();
       });
+    }
+    if (this.init.stopSignal.aborted) {
+      this.queued.clear();
     }
   }
 

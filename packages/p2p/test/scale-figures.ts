@@ -9,6 +9,10 @@
 //   yields node 0 (polled every 50 ms);
 // - lookup of that held digest and misses (random digests, ended by a 20 ms deadline as the
 //   mirror's resolve timeout does), 200 each, round-robin over the nodes;
+// - the registry's mirror path (every node runs Ferry's registry, content in memory, routed by its
+//   node): node 0 holds 4 new manifests; 200 GETs of one by digest through the other nodes'
+//   registries (lookup, fetch from node 0's registry, digest check), and 200 misses (404 after the
+//   mirror's 20 ms resolve timeout), timed inside the asking node's process;
 // - 10,000 digests advertised on node 0: until every node finds the last one and 20 random ones;
 // - churn: 20% of the nodes killed (node 0, a holder of the churn digest, among them; nodes 1 and
 //   2 keep holding it): lookups of it at once and after the deaths are known, and how many lookups
@@ -20,11 +24,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, until } from './cluster/harness.ts';
+import { MIRROR_RESOLVE_TIMEOUT_MS } from './cluster/worker.ts';
 
 const digest = () => `sha256:${randomBytes(32).toString('hex')}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const RESOLVE_TIMEOUT_MS = 20;
-const COMMON = { pingTimeoutMs: 30_000, dialTimeoutMs: 20_000 };
+const COMMON = { pingTimeoutMs: 30_000, dialTimeoutMs: 20_000, registry: true };
 
 export function pct(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
@@ -68,6 +73,21 @@ async function findable(c: Cluster, ids: number[], key: string, want: string, t0
   return times;
 }
 
+/** Node 0 holds manifests; 200 GETs of one by digest round-robin through the others' registries. */
+async function mirrorPath(c: Cluster, all: number[]): Promise<string> {
+  const holder = c.nodes.get(0)?.peerId as string;
+  const [manifest] = (await c.store(0, 4)) as [string];
+  await findable(c, all.slice(1), manifest, holder, Date.now(), 30_000);
+  const times: number[] = [];
+  let ok = 0;
+  for (let r = 0; r < 200; r++) {
+    const { ms, status } = await c.get(all[1 + (r % (all.length - 1))] as number, manifest);
+    times.push(ms);
+    ok += status === 200 ? 1 : 0;
+  }
+  return `${pct(times, 50).toFixed(1)} / ${pct(times, 99).toFixed(1)} (${ok}/200)`;
+}
+
 async function measure(size: number, net: number): Promise<Figures> {
   const f: Figures = new Map();
   const workers = Math.min(10, Math.ceil(size / 5));
@@ -92,10 +112,21 @@ async function measure(size: number, net: number): Promise<Figures> {
       'mesh formed: nodes with every peer / s',
       `${meshed}/${size} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
     );
+    const cpuMesh = await c.cpuMs();
+    f.set(
+      'CPU per node, start until mesh formed (processes included), s',
+      (cpuMesh / size / 1000).toFixed(2),
+    );
     await sleep(3_000);
+    const cpuIdle0 = await c.cpuMs();
+    const tIdle0 = Date.now();
     f.set(
       'DHT streams in per node per minute, idle',
       (await streamsPerNodeMinute(c, all, 30_000)).toFixed(1),
+    );
+    f.set(
+      'CPU per node while idle, ms per s',
+      (((await c.cpuMs()) - cpuIdle0) / size / ((Date.now() - tIdle0) / 1000)).toFixed(1),
     );
     const rollout = Array.from({ length: 5 }, digest);
     const rolloutRate = await streamsPerNodeMinute(c, all, 30_000, () =>
@@ -129,6 +160,21 @@ async function measure(size: number, net: number): Promise<Figures> {
     f.set(
       `miss, ${RESOLVE_TIMEOUT_MS} ms deadline: p50 / p99 ms`,
       `${pct(misses, 50).toFixed(1)} / ${pct(misses, 99).toFixed(1)}`,
+    );
+
+    f.set(
+      'registry: manifest by digest from a peer (one holder): p50 / p99 ms (200 OK)',
+      await mirrorPath(c, all).catch((err: unknown) => `failed: ${String(err)}`),
+    );
+    const regMisses: number[] = [];
+    try {
+      for (let r = 0; r < 200; r++) {
+        regMisses.push((await c.get(1 + (r % (size - 1)), digest())).ms);
+      }
+    } catch {}
+    f.set(
+      `registry: miss, ${MIRROR_RESOLVE_TIMEOUT_MS} ms resolve timeout: p50 / p99 ms (answered)`,
+      `${pct(regMisses, 50).toFixed(1)} / ${pct(regMisses, 99).toFixed(1)} (${regMisses.length}/200)`,
     );
 
     if (size === 50 || process.argv.includes('--many-everywhere')) {
@@ -227,6 +273,9 @@ const TARGETS: Record<string, string> = {
   'lookup of a held digest: p50 / p99 ms (found)': 'every one found',
   [`miss, ${RESOLVE_TIMEOUT_MS} ms deadline: p50 / p99 ms`]: `p99 ≤ ${RESOLVE_TIMEOUT_MS + 5}`,
   '10,000 digests from node 0 findable on every node, s': '≤ 10 at 50 nodes',
+  'registry: manifest by digest from a peer (one holder): p50 / p99 ms (200 OK)':
+    'p99 ≤ 20 at 30 and 50 nodes; every one 200',
+  [`registry: miss, ${MIRROR_RESOLVE_TIMEOUT_MS} ms resolve timeout: p50 / p99 ms (answered)`]: `p99 ≤ ${MIRROR_RESOLVE_TIMEOUT_MS + 5}`,
   'churn: lookups of the still-held digest right after / once known': '100%',
   'churn: dials to a peer after it was known dead': '0',
   'restart: node 0 rejoins, its new digest findable: p50 / max ms (nodes)': '≤ 5,000',

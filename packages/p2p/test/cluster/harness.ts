@@ -4,7 +4,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { P2PStats } from '../../src/index.ts';
 import { until as poll } from '../until.ts';
-import type { Command, LookupResult, NodeEvents, StartArgs } from './worker.ts';
+import type { Command, GetResult, LookupResult, NodeEvents, StartArgs } from './worker.ts';
 
 const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
 
@@ -109,6 +109,22 @@ export class Cluster {
 
   lookup(i: number, key: string, timeoutMs = 5_000, want?: string): Promise<LookupResult> {
     return this.worker(i).call({ op: 'lookup', node: i, key, timeoutMs, ...(want ? { want } : {}) });
+  }
+
+  /** Node i (started with `registry`) holds `manifests` new manifests and advertises them: their digests. */
+  store(i: number, manifests: number): Promise<string[]> {
+    return this.worker(i).call({ op: 'store', node: i, manifests });
+  }
+
+  /** GET a manifest by digest through node i's registry, as its containerd would. */
+  get(i: number, digest: string): Promise<GetResult> {
+    return this.worker(i).call({ op: 'get', node: i, digest });
+  }
+
+  /** CPU time (ms) used so far by all worker processes together. */
+  async cpuMs(): Promise<number> {
+    const each = await Promise.all(this.workers.map((w) => w.call<number>({ op: 'cpu', node: -1 })));
+    return each.reduce((a, b) => a + b, 0);
   }
 
   peers(i: number): Promise<number> {

@@ -1,7 +1,11 @@
 // One process of a multi-process test cluster (harness.ts): hosts several Ferry P2P nodes and runs
 // the parent's commands on them, sent over the IPC channel as { id, op, node, ... } and answered
 // with { id, ok, value } or { id, ok: false, error }. Nodes in several processes do not starve each
-// other the way 25 nodes in one event loop do.
+// other the way 25 nodes in one event loop do. With `registry`, each node also runs Ferry's registry
+// (@ferry/registry, its content in memory) on its own address, routed by the node: the mirror path
+// (a manifest by digest from a peer) can be measured without containerd.
+import { request } from 'node:http';
+import { createMemoryContentSource, createRegistryServer, type MemoryContentSource } from '@ferry/registry';
 import { createP2PNode, type P2PLogger, type P2PNode } from '../../src/index.ts';
 
 export interface StartArgs {
@@ -10,6 +14,19 @@ export interface StartArgs {
   dataDir?: string;
   pingTimeoutMs?: number;
   dialTimeoutMs?: number;
+  /** Run a registry on `host`:`registryPort(node)` for this node. */
+  registry?: boolean;
+}
+
+/** The port of node i's registry (its p2p node advertises it). */
+export const registryPort = (node: number) => 5000 + node;
+/** The mirror's resolve timeout in the registries (the agent's default). */
+export const MIRROR_RESOLVE_TIMEOUT_MS = 20;
+
+/** A GET through a node's registry as its containerd sends it: status and time. */
+export interface GetResult {
+  ms: number;
+  status: number;
 }
 
 export interface NodeEvents {
@@ -17,6 +34,8 @@ export interface NodeEvents {
   unreachable: { peer: string; at: number }[];
   /** Peers this node declared dead, with when. */
   gone: { peer: string; at: number }[];
+  /** How often each log message was written (with its error's start, if any). */
+  log: Record<string, number>;
 }
 
 export interface LookupResult {
@@ -31,25 +50,37 @@ export type Command =
   | { id: number; op: 'peers'; node: number }
   | { id: number; op: 'events'; node: number }
   | { id: number; op: 'stats'; node: number }
+  | { id: number; op: 'store'; node: number; manifests: number }
+  | { id: number; op: 'get'; node: number; digest: string }
+  | { id: number; op: 'cpu'; node: number }
   | { id: number; op: 'stop'; node: number };
 
 const nodes = new Map<number, P2PNode>();
+type Registry = Awaited<ReturnType<typeof createRegistryServer>>;
+const registries = new Map<number, { app: Registry; source: MemoryContentSource; host: string }>();
 const events = new Map<number, NodeEvents>();
 
 function logger(ev: NodeEvents): P2PLogger {
+  const count = (obj: object, msg?: string) => {
+    const err = (obj as { err?: unknown }).err;
+    const key = `${msg ?? ''}${typeof err === 'string' ? `: ${err.slice(0, 60)}` : ''}`;
+    ev.log[key] = (ev.log[key] ?? 0) + 1;
+  };
   return {
     debug(obj: object, msg?: string) {
+      count(obj, msg);
       if (msg === 'provider not reachable') {
         ev.unreachable.push({ peer: (obj as { peer: string }).peer, at: Date.now() });
       }
     },
     info(obj: object, msg?: string) {
+      count(obj, msg);
       if (msg === 'peer gone: its provider records dropped') {
         ev.gone.push({ peer: (obj as { peer: string }).peer, at: Date.now() });
       }
     },
-    warn() {},
-    error() {},
+    warn: count,
+    error: count,
   };
 }
 
@@ -73,13 +104,66 @@ async function lookup(node: P2PNode, key: string, timeoutMs: number, want?: stri
   return { ms: performance.now() - t0, found };
 }
 
+function registryOf(i: number) {
+  const reg = registries.get(i);
+  if (reg === undefined) {
+    throw new Error(`node ${i} runs no registry`);
+  }
+  return reg;
+}
+
+/** Put `count` small OCI manifests into node i's content and advertise their digests. */
+async function store(i: number, count: number): Promise<string[]> {
+  const { source } = registryOf(i);
+  const digests = Array.from({ length: count }, (_, n) => {
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: {
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+        digest: `sha256:${'0'.repeat(64)}`,
+        size: 2,
+      },
+      layers: [],
+      annotations: { node: String(i), n: String(n), at: String(Date.now()) },
+    });
+    return source.add(manifest, 'application/vnd.oci.image.manifest.v1+json').digest;
+  });
+  await get(i).advertise(digests);
+  return digests;
+}
+
+/** GET a manifest by digest from node i's registry, as its containerd does (`?ns=`, loopback). */
+function getThrough(i: number, digest: string): Promise<GetResult> {
+  const { host } = registryOf(i);
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host,
+        port: registryPort(i),
+        path: `/v2/library/app/manifests/${digest}?ns=docker.io`,
+        headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+        agent: false,
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ ms: performance.now() - t0, status: res.statusCode ?? 0 }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 async function run(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case 'start': {
-      const ev: NodeEvents = { unreachable: [], gone: [] };
+      const ev: NodeEvents = { unreachable: [], gone: [], log: {} };
       const node = await createP2PNode({
         listen: { host: cmd.args.host, port: 0 },
-        registryPort: 5000 + cmd.node,
+        registryPort: registryPort(cmd.node),
         logger: logger(ev),
         ...(cmd.args.bootstrap === undefined ? {} : { bootstrapPeers: cmd.args.bootstrap }),
         ...(cmd.args.dataDir === undefined ? {} : { dataDir: cmd.args.dataDir }),
@@ -88,6 +172,16 @@ async function run(cmd: Command): Promise<unknown> {
       });
       nodes.set(cmd.node, node);
       events.set(cmd.node, ev);
+      if (cmd.args.registry === true) {
+        const source = createMemoryContentSource();
+        const app = await createRegistryServer({
+          source,
+          router: node,
+          mirrorResolveTimeoutMs: MIRROR_RESOLVE_TIMEOUT_MS,
+        });
+        await app.listen({ host: cmd.args.host, port: registryPort(cmd.node) });
+        registries.set(cmd.node, { app, source, host: cmd.args.host });
+      }
       return { peerId: node.peerId, addresses: node.addresses };
     }
     case 'advertise':
@@ -98,12 +192,24 @@ async function run(cmd: Command): Promise<unknown> {
     case 'peers':
       return get(cmd.node).peers().length;
     case 'events':
-      return events.get(cmd.node) ?? { unreachable: [], gone: [] };
+      return events.get(cmd.node) ?? { unreachable: [], gone: [], log: {} };
     case 'stats':
       return get(cmd.node).stats();
+    case 'cpu': {
+      // the whole process's CPU time (user + system) in ms, whichever node is named
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    }
+    case 'store':
+      return await store(cmd.node, cmd.manifests);
+    case 'get':
+      return await getThrough(cmd.node, cmd.digest);
     case 'stop': {
       const node = nodes.get(cmd.node);
+      const reg = registries.get(cmd.node);
       nodes.delete(cmd.node);
+      registries.delete(cmd.node);
+      await reg?.app.close();
       await node?.stop();
       return null;
     }
@@ -118,6 +224,9 @@ process.on('message', (cmd: Command) => {
   );
 });
 process.on('disconnect', () => {
-  Promise.allSettled([...nodes.values()].map((n) => n.stop())).then(() => process.exit(0));
+  Promise.allSettled([
+    ...[...registries.values()].map((r) => r.app.close()),
+    ...[...nodes.values()].map((n) => n.stop()),
+  ]).then(() => process.exit(0));
 });
 process.send?.({ id: 0, ok: true, value: 'ready' });
