@@ -1,11 +1,19 @@
 // Bootstrap: dial the static and DNS bootstrap targets at start, and again with exponential backoff
 // while the routing table is empty. kad-dht itself only fills its routing table from connections.
+// The targets are dialled in random order, `BOOTSTRAP_DIAL_CONCURRENCY` at a time, and a target that
+// connected meanwhile (it dialled us) is skipped. With a DNS name or a static list naming every node,
+// all nodes starting together once dialled every other at once: each handshake competed with all the
+// others (and with each one's twin in the other direction), so the first peer, the one that makes a
+// node ready, came late for everyone.
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Libp2p } from 'libp2p';
 import { type BootstrapTarget, type HostPort, ipAndPort, ipMultiaddr, peerIdOf } from './address.ts';
 import { DEFAULTS, errorText } from './options.ts';
 import type { P2PLogger } from './types.ts';
+
+/** Bootstrap dials in flight per round. */
+const BOOTSTRAP_DIAL_CONCURRENCY = 4;
 
 export interface BootstrapInit {
   libp2p: Libp2p;
@@ -16,6 +24,8 @@ export interface BootstrapInit {
   listenHost: string;
   dialTimeoutMs: number;
   bootstrapRetryMs: number;
+  /** Whether a connected peer listens on `ip`:`port` (from identify): a target without a peer id is skipped then. */
+  connectedAt: (ip: string, port: number) => boolean;
 }
 
 export class Bootstrapper {
@@ -101,20 +111,48 @@ export class Bootstrapper {
       return ep?.port === undefined || !own.has(`${ep.ip}|${ep.port}`);
     });
     log.debug({ targets: dials.map((t) => t.addr.toString()) }, 'bootstrapping');
-    await Promise.all(
-      dials.map(async ({ addr, source }) => {
-        try {
-          const conn = await libp2p.dial(addr, {
-            signal: AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs), signal]),
-          });
-          log.debug({ peer: conn.remotePeer.toString(), addr: addr.toString() }, 'bootstrap peer connected');
-        } catch (err) {
-          if (!signal.aborted) {
-            log.debug({ source, addr: addr.toString(), err: errorText(err) }, 'bootstrap dial failed');
-          }
+    // random order: nodes starting together do not all dial the first name of the same list first
+    for (let i = dials.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [dials[i], dials[j]] = [dials[j] as BootstrapTarget, dials[i] as BootstrapTarget];
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < dials.length && !signal.aborted) {
+        const target = dials[next++] as BootstrapTarget;
+        if (this.connected(target)) {
+          continue; // it dialled us meanwhile
         }
-      }),
-    );
+        await this.dialTarget(target);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(BOOTSTRAP_DIAL_CONCURRENCY, dials.length) }, worker));
+  }
+
+  /** Whether the target is a peer we are connected to (by its id, or else by its listen address). */
+  private connected({ addr }: BootstrapTarget): boolean {
+    const id = peerIdOf(addr);
+    if (id !== undefined) {
+      return this.init.libp2p.getConnections().some((c) => c.remotePeer.toString() === id);
+    }
+    const ep = ipAndPort(addr);
+    return ep?.port !== undefined && this.init.connectedAt(ep.ip, ep.port);
+  }
+
+  /** Dial one bootstrap target. Never throws. */
+  private async dialTarget({ addr, source }: BootstrapTarget): Promise<void> {
+    const { libp2p, log } = this.init;
+    const signal = this.stopController.signal;
+    try {
+      const conn = await libp2p.dial(addr, {
+        signal: AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs), signal]),
+      });
+      log.debug({ peer: conn.remotePeer.toString(), addr: addr.toString() }, 'bootstrap peer connected');
+    } catch (err) {
+      if (!signal.aborted) {
+        log.debug({ source, addr: addr.toString(), err: errorText(err) }, 'bootstrap dial failed');
+      }
+    }
   }
 
   /** `ip|port` pairs that reach this node (listen and announced addresses, all interfaces if unspecified). */

@@ -175,6 +175,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
         listenHost: opts.listen.host,
         dialTimeoutMs,
         bootstrapRetryMs,
+        connectedAt: (ip, port) => peers.listensAt(ip, port),
       }),
       finder: new Lookup({
         libp2p,

@@ -3,6 +3,7 @@
 import type { IdentifyResult, PeerId } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Libp2p } from 'libp2p';
+import { ipAndPort } from './address.ts';
 import { type Candidate, kadId } from './batch-provide.ts';
 import { type KadInternals, routingTablePeers } from './kad-internals.ts';
 
@@ -78,6 +79,19 @@ export class PeerBook {
     }
     ids.delete(this.libp2p.peerId.toString());
     return [...ids].map(([key, id]) => ({ id, key, kadId: kadId(id.toMultihash().bytes) }));
+  }
+
+  /** Whether a connected peer said (identify) it listens on `ip`:`port`. */
+  listensAt(ip: string, port: number): boolean {
+    for (const conn of this.libp2p.getConnections()) {
+      for (const addr of this.identified.get(conn.remotePeer.toString())?.listenAddrs ?? []) {
+        const ep = ipAndPort(addr);
+        if (ep?.ip === ip && ep.port === port) {
+          return true;
+        }
+      }
+    }
+    return false;
   }
 
   /** Connected peers with their listen addresses (from identify; the connection's address otherwise). */
