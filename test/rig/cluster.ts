@@ -32,6 +32,8 @@ export interface ClusterOptions {
    * images are then pulled through it (`ref()` names it) and the agents get it in --mirrored-registries.
    */
   proxy?: { rateBytesPerSec?: number };
+  /** The CLI file the agents run (default: the TypeScript sources; e.g. the bundled build). */
+  agentEntry?: string;
   /** Registers teardown with the test. */
   t?: Cleanup;
 }
@@ -136,6 +138,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
               containerd,
               dir: join(nodeDir, 'agent'),
               bootstrapPeers: routers.filter((_, j) => j !== i),
+              ...(opts.agentEntry === undefined ? {} : { entry: opts.agentEntry }),
               args: [
                 ...keyArgs,
                 ...(proxy ? [`--mirrored-registries=${proxy.url}`] : []),
