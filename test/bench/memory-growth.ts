@@ -52,6 +52,8 @@ export interface GrowthOptions {
   quick: boolean;
   /** The agent's environment (the chart's). */
   env: Record<string, string>;
+  /** Node's flags before the entry (the image's). */
+  nodeArgs: string[];
   /** The CLI file the agent runs (the bundle when it exists). */
   entry: string;
   heapSnapshot: boolean;
@@ -245,6 +247,7 @@ export async function growth(o: GrowthOptions): Promise<string[]> {
           NODE_OPTIONS: `${o.env.NODE_OPTIONS ?? ''} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${dir}`,
         }
       : o.env,
+    nodeArgs: o.nodeArgs,
     ...(existsSync(o.entry) ? { entry: o.entry } : {}),
   });
   const peerHosts = Array.from({ length: 20 }, (_, i) => block.node(i + 2));

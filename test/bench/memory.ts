@@ -13,18 +13,19 @@
  * Asserts nothing about time or size; fails only when something answers wrongly.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
 import { buildBundle } from '../../scripts/build.ts';
 import {
   AGENT_PORTS,
   allocateBlock,
   type ContainerdHandle,
+  chartEnv,
+  imageNodeArgs,
   type RegistryHandle,
   startAgent,
   startContainerd,
@@ -37,24 +38,18 @@ const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const bundle = join(root, 'packages', 'agent', 'dist', 'ferry.mjs');
-/** The agent's environment in the chart: `NODE_OPTIONS` from values.yaml `nodeOptions`, and `MALLOC_ARENA_MAX`. */
-const chartValues = parseYaml(
-  readFileSync(join(root, 'deploy', 'charts', 'ferry', 'values.yaml'), 'utf8'),
-) as {
-  nodeOptions: string;
-};
-export const PRODUCTION_ENV: Record<string, string> = {
-  NODE_OPTIONS: chartValues.nodeOptions,
-  MALLOC_ARENA_MAX: '2',
-};
+/** The agent's environment in the chart (NODE_OPTIONS and the malloc settings, test/rig/chart-env.ts). */
+export const PRODUCTION_ENV: Record<string, string> = chartEnv();
+/** Node's flags in the image's ENTRYPOINT (test/rig/chart-env.ts). */
+const PRODUCTION_ARGS = imageNodeArgs();
 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     'heap-snapshot': { type: 'boolean', default: false },
     sections: { type: 'string', default: 'modules,idle,growth' },
-    /** V8 flags tried on top of the chart's in an extra idle row (empty: no extra row). */
-    'idle-candidate': { type: 'string', default: '--optimize-for-size' },
+    /** Idle rows on top of the chart's: `;`-separated, each Node flags and NAME=value env words. */
+    'idle-candidate': { type: 'string', default: '' },
     out: { type: 'string' },
   },
 });
@@ -154,21 +149,35 @@ async function idle(cd: ContainerdHandle, host: string, dir: string): Promise<vo
     ['TypeScript sources (type stripping), Node defaults', undefined, {}, []],
     ['bundled build (dist/ferry.mjs), Node defaults', bundle, {}, []],
     [
-      `bundled build + the chart's environment (NODE_OPTIONS="${PRODUCTION_ENV.NODE_OPTIONS}", MALLOC_ARENA_MAX=2)`,
+      `bundled build + the chart's environment (${Object.entries(PRODUCTION_ENV)
+        .map(([k, v]) => `${k}="${v}"`)
+        .join(', ')})`,
       bundle,
       PRODUCTION_ENV,
       [],
     ],
   ];
-  // On Node's command line: V8 accepts only some flags in NODE_OPTIONS (not --optimize-for-size).
-  const candidate = args['idle-candidate']?.trim();
-  if (candidate)
+  if (PRODUCTION_ARGS.length)
     variants.push([
-      `bundled build + the chart's environment + \`node ${candidate}\` (candidate flags)`,
+      `as in production: the same + the image's \`node ${PRODUCTION_ARGS.join(' ')}\``,
       bundle,
       PRODUCTION_ENV,
-      candidate.split(/\s+/),
+      PRODUCTION_ARGS,
     ]);
+  // Candidates, `;`-separated: `NAME=value` words go to the environment (over the chart's), other words
+  // on Node's command line (V8 accepts only some flags in NODE_OPTIONS, not --optimize-for-size).
+  for (const candidate of (args['idle-candidate'] ?? '').split(';')) {
+    const words = candidate.trim().split(/\s+/).filter(Boolean);
+    if (words.length === 0) continue;
+    const env = { ...PRODUCTION_ENV };
+    const nodeArgs: string[] = [...PRODUCTION_ARGS];
+    for (const w of words) {
+      const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(w);
+      if (m) env[m[1]!] = m[2]!;
+      else nodeArgs.push(w);
+    }
+    variants.push([`as in production + \`${words.join(' ')}\` (candidate)`, bundle, env, nodeArgs]);
+  }
   const rows: string[] = [];
   let baseline: number | undefined;
   for (const [i, [what, entry, env, nodeArgs]] of variants.entries()) {
@@ -218,6 +227,7 @@ async function main(): Promise<void> {
           dir,
           quick,
           env: PRODUCTION_ENV,
+          nodeArgs: PRODUCTION_ARGS,
           entry: bundle,
           heapSnapshot: args['heap-snapshot'] ?? false,
           log,

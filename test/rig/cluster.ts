@@ -27,6 +27,10 @@ export interface ClusterOptions {
   networkKey?: boolean;
   /** Start the agents (default true); `false` leaves them for the test to start with `node.startAgent()`. */
   startAgents?: boolean;
+  /** Extra environment of every agent, e.g. `chartEnv()` to run them as the chart does. */
+  agentEnv?: Record<string, string>;
+  /** Node flags of every agent, e.g. `imageNodeArgs()` (the image's ENTRYPOINT). */
+  agentNodeArgs?: string[];
   /**
    * Put a shaping proxy in front of the upstream (all blob bodies on one link at `rateBytesPerSec`):
    * images are then pulled through it (`ref()` names it) and the agents get it in --mirrored-registries.
@@ -145,6 +149,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
                 ...perNode,
                 ...extraArgs,
               ],
+              ...(opts.agentEnv ? { env: opts.agentEnv } : {}),
+              ...(opts.agentNodeArgs ? { nodeArgs: opts.agentNodeArgs } : {}),
             });
             disposers.push(() => agent.stop());
             node.agent = agent;

@@ -21,6 +21,7 @@ export {
   startAuthRegistry,
   type TokenRequestRecord,
 } from './auth-registry.ts';
+export { chartEnv, imageNodeArgs } from './chart-env.ts';
 export { type Cluster, type ClusterNode, type ClusterOptions, startCluster } from './cluster.ts';
 export {
   type ContainerdHandle,
