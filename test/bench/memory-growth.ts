@@ -303,14 +303,14 @@ export async function growth(o: GrowthOptions): Promise<string[]> {
     const lines = [
       '## Growth: the production agent vs the digests it holds (baseline: the same agent with none)',
       '',
-      '| provider records from 20 peers | own digests | VmRSS | vs none | Δ RSS per record | anonymous | Δ anonymous per record | file-backed | heap used | Δ heap used per record | heap total | external | CPU-seconds since start | Δ CPU-s | step took |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      '| provider records from 20 peers | own digests | VmRSS | vs none | Δ RSS per record | anonymous | Δ anonymous per record | file-backed | heap used | Δ heap used per record | heap total | external | rest of anonymous (malloc, stacks) | CPU-seconds since start | Δ CPU-s | step took |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ];
     let prev = base;
     for (const r of rows) {
       const n = r.records + r.own - (prev.records + prev.own);
       lines.push(
-        `| ${r.records.toLocaleString('en')} | ${r.own.toLocaleString('en')} | ${mib(r.rss)} | ${(r.rss / base.rss).toFixed(2)}× | ${n > 0 ? `${Math.round((r.rss - prev.rss) / n)} B` : '—'} | ${mib(r.anonRss)} | ${n > 0 ? `${Math.round((r.anonRss - prev.anonRss) / n)} B` : '—'} | ${mib(r.fileRss)} | ${mib(r.heapUsed)} | ${n > 0 ? `${Math.round((r.heapUsed - prev.heapUsed) / n)} B` : '—'} | ${mib(r.heapTotal)} | ${mib(r.external)} | ${r.cpu.toFixed(1)} | ${(r.cpu - prev.cpu).toFixed(1)} | ${(r.ms / 1000).toFixed(1)} s |`,
+        `| ${r.records.toLocaleString('en')} | ${r.own.toLocaleString('en')} | ${mib(r.rss)} | ${(r.rss / base.rss).toFixed(2)}× | ${n > 0 ? `${Math.round((r.rss - prev.rss) / n)} B` : '—'} | ${mib(r.anonRss)} | ${n > 0 ? `${Math.round((r.anonRss - prev.anonRss) / n)} B` : '—'} | ${mib(r.fileRss)} | ${mib(r.heapUsed)} | ${n > 0 ? `${Math.round((r.heapUsed - prev.heapUsed) / n)} B` : '—'} | ${mib(r.heapTotal)} | ${mib(r.external)} | ${mib(r.anonRss - r.heapTotal - r.external)} | ${r.cpu.toFixed(1)} | ${(r.cpu - prev.cpu).toFixed(1)} | ${(r.ms / 1000).toFixed(1)} s |`,
       );
       prev = r;
     }

@@ -164,17 +164,19 @@ async function idle(cd: ContainerdHandle, host: string, dir: string): Promise<vo
       PRODUCTION_ENV,
       PRODUCTION_ARGS,
     ]);
-  // Candidates, `;`-separated: `NAME=value` words go to the environment (over the chart's), other words
-  // on Node's command line (V8 accepts only some flags in NODE_OPTIONS, not --optimize-for-size).
+  // Candidates, `;`-separated: `NAME=value` words go to the environment (over the chart's; `NAME=` drops
+  // it), `--no-image-flags` leaves out the ENTRYPOINT's flags, other words go on Node's command line (V8
+  // accepts only some flags in NODE_OPTIONS, not --optimize-for-size).
   for (const candidate of (args['idle-candidate'] ?? '').split(';')) {
     const words = candidate.trim().split(/\s+/).filter(Boolean);
     if (words.length === 0) continue;
     const env = { ...PRODUCTION_ENV };
-    const nodeArgs: string[] = [...PRODUCTION_ARGS];
+    const nodeArgs: string[] = words.includes('--no-image-flags') ? [] : [...PRODUCTION_ARGS];
     for (const w of words) {
       const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(w);
-      if (m) env[m[1]!] = m[2]!;
-      else nodeArgs.push(w);
+      if (m?.[2] === '') delete env[m[1]!];
+      else if (m) env[m[1]!] = m[2]!;
+      else if (w !== '--no-image-flags') nodeArgs.push(w);
     }
     variants.push([`as in production + \`${words.join(' ')}\` (candidate)`, bundle, env, nodeArgs]);
   }
