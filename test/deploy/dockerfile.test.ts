@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { chartEnv } from '../rig/chart-env.ts';
 import { find, type Obj, render, repoRoot } from './k8s.ts';
 
 const dockerfile = readFileSync(`${repoRoot}deploy/Dockerfile`, 'utf8');
@@ -22,9 +23,19 @@ describe('deploy/Dockerfile', () => {
     assert.match(ignore, /^\*\*\/node_modules$/m);
   });
 
+  it('sets the malloc environment the chart gives the agent', () => {
+    const env = chartEnv();
+    const malloc = Object.keys(env).filter((k) => k.startsWith('MALLOC_'));
+    assert.ok(malloc.length > 0);
+    for (const k of malloc) assert.match(dockerfile, new RegExp(`^ENV .*\\b${k}=${env[k]}(\\s|$)`, 'm'), k);
+  });
+
   it('runs the CLI and ships every file the chart executes', () => {
     // The bundled CLI (scripts/build.ts), built in the build stage and copied into the runtime image.
-    assert.match(dockerfile, /^ENTRYPOINT \["node", "\/app\/packages\/agent\/dist\/ferry\.mjs"\]$/m);
+    assert.match(
+      dockerfile,
+      /^ENTRYPOINT \["node", "--optimize-for-size", "\/app\/packages\/agent\/dist\/ferry\.mjs"\]$/m,
+    );
     assert.match(dockerfile, /&& node scripts\/build\.ts$/m);
     assert.match(
       dockerfile,

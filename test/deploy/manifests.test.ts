@@ -113,7 +113,7 @@ describe('plain manifests', () => {
       else assert.ok(env.has(o.env), `${o.env} missing`);
     }
     // Besides the flags: the Node.js runtime's own settings (values.yaml `nodeOptions`, malloc arenas).
-    const runtime = new Set(['NODE_OPTIONS', 'MALLOC_ARENA_MAX']);
+    const runtime = new Set(['NODE_OPTIONS', 'MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_']);
     for (const name of env.keys()) {
       if (runtime.has(name)) continue;
       assert.ok(

@@ -7,10 +7,15 @@
  * A buffer goes back to the pool only from the write's callback, when the socket has taken its bytes.
  * A client that stops reading keeps its response's buffers: all responses together hold at most
  * LENT_MAX pooled 1 MiB buffers, and beyond that a response reads into small fresh buffers, so 300
- * stalled readers cost ~100 MiB instead of 600 MiB, and memory stays bounded by the connection cap.
+ * stalled readers cost ~130 MiB instead of 600 MiB, and memory stays bounded by the connection cap.
+ *
+ * When such a burst is over (no body written for RELEASE_IDLE_MS, after RELEASE_AFTER_BYTES of fresh
+ * buffers), the idle pool is dropped and one full collection runs, so the memory goes back to the
+ * system instead of staying with an agent that allocates nothing until the next request.
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
+import { collectGarbage } from './collect.ts';
 
 const CHUNK_BYTES = 1 << 20;
 /** Buffers written and not yet flushed, per response: one on the wire while the next is read. */
@@ -20,14 +25,45 @@ const POOL_MAX = 32;
 const pool: Buffer[] = [];
 /** 1 MiB buffers out of the pool at once, over all responses (64 MiB). */
 const LENT_MAX = 64;
-/** The buffer size once LENT_MAX is reached. */
-const SMALL_BYTES = 64 << 10;
+/**
+ * The buffer size once LENT_MAX is reached: 128 KiB, the size from which glibc maps each buffer on its
+ * own (the chart's MALLOC_MMAP_THRESHOLD_), so a burst's buffers go back to the system when freed
+ * instead of staying in malloc's heap.
+ */
+const SMALL_BYTES = 128 << 10;
 let lent = 0;
+/** Quiet time after the last body before memory is released. */
+const RELEASE_IDLE_MS = 2_000;
+/** Fresh buffer bytes since the last release that make it worth a collection (a burst, not a pull). */
+const RELEASE_AFTER_BYTES = 32 << 20;
+let fresh = 0;
+let writers = 0;
+let releaseTimer: NodeJS.Timeout | undefined;
+
+function alloc(size: number): Buffer {
+  fresh += size;
+  return Buffer.allocUnsafeSlow(size);
+}
 
 function take(): Buffer {
-  if (lent >= LENT_MAX) return Buffer.allocUnsafeSlow(SMALL_BYTES);
+  if (lent >= LENT_MAX) return alloc(SMALL_BYTES);
   lent++;
-  return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  return pool.pop() ?? alloc(CHUNK_BYTES);
+}
+
+/** After the last body of a burst: release its memory once nothing was written for a while. */
+function bodyDone(): void {
+  writers--;
+  if (writers > 0 || fresh < RELEASE_AFTER_BYTES) return;
+  clearTimeout(releaseTimer);
+  releaseTimer = setTimeout(() => {
+    releaseTimer = undefined;
+    if (writers > 0) return;
+    pool.length = 0;
+    fresh = 0;
+    collectGarbage();
+  }, RELEASE_IDLE_MS);
+  releaseTimer.unref();
 }
 
 /** Returns `buf`; `reuse` false when the socket may still hold it (after a write error). */
@@ -60,6 +96,7 @@ export async function writeFileBody(
     w?.();
   };
   signal.addEventListener('abort', wakeUp, { once: true });
+  writers++;
   try {
     let pos = start;
     while (pos <= end) {
@@ -108,5 +145,6 @@ export async function writeFileBody(
     res.end();
   } finally {
     signal.removeEventListener('abort', wakeUp);
+    bodyDone();
   }
 }
