@@ -25,7 +25,7 @@ import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
 import { createOpsServer } from './ops.ts';
 import { checkAgentPinnerConfig, type RunningPinner, startAgentPinner } from './pinner.ts';
-import { drain, untilShutdownSignal } from './shutdown.ts';
+import { drain, trackResponses, untilShutdownSignal } from './shutdown.ts';
 import {
   createMeasurer,
   createRequestHistory,
@@ -292,6 +292,7 @@ export async function startAgent(
         },
       },
     });
+    trackResponses(registryServer); // so that the shutdown drain lets queued bytes reach slow readers
     closers.push({ name: 'registry', close: () => registryServer.close() });
 
     const ops = await createOpsServer({
