@@ -1,8 +1,8 @@
 /**
  * `drain` on a real fastify server and real sockets: a response that has ended but whose bytes are still
  * queued for a slow reader (any body larger than the socket buffers: a whole manifest, the last chunks of
- * a relayed or spooled blob) keeps its connection through the drain; the reader gets every byte, and the
- * server closes once the connection is idle.
+ * a relayed or spooled blob) keeps its connection through the drain; the reader gets every byte, new
+ * connections are refused meanwhile, and the server closes once the (keep-alive) connection is idle.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -45,8 +45,17 @@ test('a response ended with bytes still queued for a slow reader is not cut off 
   assert.ok(ended, 'the response has ended');
 
   const drained = drain(app, 30_000);
-  // Several drain sweeps (every 100 ms) pass while the reader reads nothing.
+  // Several drain sweeps (every 100 ms) pass while the reader reads nothing; new connections are refused.
   await sleep(600);
+  const refused = await new Promise<string | undefined>((resolve) => {
+    const probe = connect(port, '127.0.0.1');
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(undefined);
+    });
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code));
+  });
+  assert.equal(refused, 'ECONNREFUSED');
   assert.equal(socket.destroyed, false);
   const got = await readAll(socket);
   assert.match(got.head, /^HTTP\/1\.1 200/);
