@@ -1,5 +1,5 @@
 /**
- * `node test/bench/first-pull.ts [--sizes 256,1024] [--rate 40] [--modes off,on] [--window 1s] [--out FILE]`
+ * `node test/bench/first-pull.ts [--sizes 256,1024] [--rate 40] [--modes off,on] [--window 1s] [--cpu-prof DIR] [--out FILE]`
  *
  * First-pull sharing figure: a 4-node rig (real docker-registry behind the shaping proxy, real containerd
  * daemons, real agents). All blob bytes of the upstream share one link at `--rate` MB/s, so the link is the
@@ -10,6 +10,7 @@
  * with sharing off (the agent answers 404 and containerd fetches from the upstream itself).
  * `--window` is the agents' mirror resolve timeout, which is also the first-pull election window: the rig's
  * 1 s by default (agents on a loaded test machine), `20ms` for the agent's production default.
+ * `--cpu-prof DIR` runs the agents under `node --cpu-prof` and writes their profiles to DIR when they stop.
  * Writes a Markdown table (default test/bench/results/first-pull.md) and prints it. Asserts nothing.
  */
 import { writeFileSync } from 'node:fs';
@@ -30,6 +31,8 @@ const { values: args } = parseArgs({
     modes: { type: 'string', default: 'off,on' },
     /** The agents' mirror resolve timeout (the election window); empty: the rig's setting. */
     window: { type: 'string', default: '' },
+    /** Directory for the agents' CPU profiles (`node --cpu-prof`); empty: no profiling. */
+    'cpu-prof': { type: 'string', default: '' },
     out: { type: 'string', default: join(here, 'results', 'first-pull.md') },
   },
 });
@@ -94,7 +97,12 @@ interface Result {
   fourCpu: Map<string, number>;
 }
 
-const cluster = await startCluster({ nodes: 4, proxy: { rateBytesPerSec: rate } });
+const profDir = args['cpu-prof'] ?? '';
+const cluster = await startCluster({
+  nodes: 4,
+  proxy: { rateBytesPerSec: rate },
+  ...(profDir === '' ? {} : { agentNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] }),
+});
 const results: Result[] = [];
 try {
   for (const size of sizes) {

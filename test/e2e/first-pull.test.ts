@@ -7,6 +7,8 @@
  *  5. the proxy cuts the fetcher's upstream connection mid-blob: every pull succeeds (Range resume).
  *  7. the upstream corrupts one blob once: no node commits it; the pulls fail naming the digest or
  *     succeed, and a retry succeeds.
+ *  8. a lone node's first pull goes through its agent as a stream: one upstream GET per blob, and
+ *     containerd writes a layer while the upstream still holds the rest of it (no store-then-serve).
  *  4. the fetcher's agent is killed with SIGKILL mid-blob: every other pull succeeds (last: it kills
  *     an agent). Its followers go on from another copy in flight or take over with Range
  *     (ferry_transfer_takeovers_total); which one depends on how far each copy got.
@@ -129,6 +131,41 @@ test('7. the upstream corrupts a blob once: no node commits it; a failed pull na
     // containerd holds the blob only under its verified digest, with the right bytes.
     assert.ok(await holds(node, img), `${node.name} holds the image`);
   }
+});
+
+test('8. a lone node pulls through: one upstream GET per blob, and containerd streams a layer before the agent has all of it', async () => {
+  const img = await newImage('demo/alone', [8 << 20, 1 << 20, 1 << 20, 1 << 20]);
+  const node = cluster.nodes[0] as ClusterNode;
+  const big = img.layers[0]?.digest as string;
+  const fetchedBefore = (await node.agent?.metric('ferry_upstream_fetched_bytes_total')) ?? 0;
+  // The upstream stops after half the big layer until released: no store-then-serve, so containerd
+  // must already be writing the layer's first bytes while the rest has not left the upstream.
+  const hold = cluster.proxy?.holdNext(big, 4 << 20);
+  assert.ok(hold);
+  const pull = node.pull(cluster.ref('demo/alone:v1'));
+  try {
+    await hold.reached;
+    let ingest: string | undefined;
+    const deadline = Date.now() + 30_000;
+    while (ingest === undefined && Date.now() < deadline) {
+      const active = await node.containerd.ctr(['content', 'active']);
+      ingest = active.split('\n').find((l) => l.includes(big.slice(7)) && !/\s0B\s/.test(l));
+      if (ingest === undefined) await sleep(100);
+    }
+    assert.ok(ingest, 'containerd is writing the big layer while the upstream holds its second half');
+    assert.equal((await node.containerd.client.info(big)) ?? undefined, undefined, 'not committed yet');
+  } finally {
+    hold.release();
+  }
+  await pull;
+  assert.ok(await holds(node, img), `${node.name} holds the image`);
+  // Exactly one upstream GET per blob, made by the agent (containerd's own fetch would be a second).
+  const gets = cluster.proxy?.blobs() ?? [];
+  for (const d of [img.config.digest, ...img.layers.map((l) => l.digest)]) {
+    assert.equal(gets.filter((g) => g.digest === d).length, 1, `one upstream GET of ${d}`);
+  }
+  const fetched = ((await node.agent?.metric('ferry_upstream_fetched_bytes_total')) ?? 0) - fetchedBefore;
+  assert.ok(fetched >= blobBytes(img), `the agent fetched ${fetched} bytes of ${blobBytes(img)}`);
 });
 
 test('4. the fetcher is killed with SIGKILL mid-blob: every other pull succeeds', async () => {

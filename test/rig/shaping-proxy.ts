@@ -45,11 +45,23 @@ export interface ShapingProxyHandle {
   setRate(bytesPerSec: number | undefined): void;
   /** The next GET of `digest` is cut (socket destroyed) after `afterBytes` body bytes. Resolves when it happened. */
   cutNext(digest: string, afterBytes: number): Promise<ProxiedBlob>;
+  /**
+   * The next GET of `digest` stops after `afterBytes` body bytes until `release` is called; `reached`
+   * resolves once those bytes are sent. A test sees what the client does with a blob it has only in part.
+   */
+  holdNext(digest: string, afterBytes: number): { reached: Promise<ProxiedBlob>; release(): void };
   /** The next GET of `digest` has one byte flipped at `offset` (once). */
   corruptNext(digest: string, offset: number): void;
   /** Forget the counters. */
   reset(): void;
   stop(): Promise<void>;
+}
+
+/** A GET held after some bytes until the test releases it. */
+interface Hold {
+  afterBytes: number;
+  reached: (b: ProxiedBlob) => void;
+  released: Promise<void>;
 }
 
 /** A shared link: bytes of all streams pass one virtual clock at `rate` bytes/s. */
@@ -70,7 +82,7 @@ class Link {
 
 /**
  * An HTTP proxy in front of a registry for tests: every request is forwarded as is; blob bodies
- * (`GET /v2/…/blobs/<digest>`) share one link at a set rate, are counted, and can be cut or
+ * (`GET /v2/…/blobs/<digest>`) share one link at a set rate, are counted, and can be cut, held or
  * corrupted on command.
  */
 export async function startShapingProxy(opts: ShapingProxyOptions): Promise<ShapingProxyHandle> {
@@ -79,6 +91,7 @@ export async function startShapingProxy(opts: ShapingProxyOptions): Promise<Shap
   let log: ProxiedBlob[] = [];
   const cuts = new Map<string, { afterBytes: number; done: (b: ProxiedBlob) => void }>();
   const corrupts = new Map<string, number>();
+  const holds = new Map<string, Hold>();
   const sockets = new Set<Socket>();
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -111,7 +124,9 @@ export async function startShapingProxy(opts: ShapingProxyOptions): Promise<Shap
         if (cut) cuts.delete(digest);
         const flip = corrupts.get(digest);
         if (flip !== undefined) corrupts.delete(digest);
-        void relay(upRes, res, entry, cut, flip);
+        const hold = holds.get(digest);
+        if (hold) holds.delete(digest);
+        void relay(upRes, res, entry, cut, flip, hold);
       },
     );
     up.on('error', () => res.destroy());
@@ -125,6 +140,7 @@ export async function startShapingProxy(opts: ShapingProxyOptions): Promise<Shap
     entry: ProxiedBlob,
     cut: { afterBytes: number; done: (b: ProxiedBlob) => void } | undefined,
     flip: number | undefined,
+    hold: Hold | undefined,
   ): Promise<void> {
     try {
       for await (const chunk of upRes as AsyncIterable<Buffer>) {
@@ -137,6 +153,18 @@ export async function startShapingProxy(opts: ShapingProxyOptions): Promise<Shap
             piece = Buffer.from(piece);
             const i = flip - entry.bytes;
             piece[i] = (piece[i] as number) ^ 0xff;
+          }
+          if (hold && entry.bytes + piece.length >= hold.afterBytes) {
+            // Send up to the hold, wait for the release, then go on with the rest of the slice.
+            const head = piece.subarray(0, hold.afterBytes - entry.bytes);
+            await link.take(head.length);
+            if (res.destroyed) throw new Error('client went away');
+            entry.bytes += head.length;
+            if (!res.write(head)) await once(res, 'drain');
+            hold.reached(entry);
+            await hold.released;
+            piece = piece.subarray(head.length);
+            hold = undefined;
           }
           await link.take(piece.length);
           if (res.destroyed) throw new Error('client went away');
@@ -177,6 +205,12 @@ export async function startShapingProxy(opts: ShapingProxyOptions): Promise<Shap
     },
     cutNext(digest, afterBytes) {
       return new Promise((resolve) => cuts.set(digest, { afterBytes, done: resolve }));
+    },
+    holdNext(digest, afterBytes) {
+      const reached = Promise.withResolvers<ProxiedBlob>();
+      const released = Promise.withResolvers<void>();
+      holds.set(digest, { afterBytes, reached: reached.resolve, released: released.promise });
+      return { reached: reached.promise, release: () => released.resolve() };
     },
     corruptNext(digest, offset) {
       corrupts.set(digest, offset);

@@ -13,9 +13,9 @@
  * buffers), the idle pool is dropped and one full collection runs, so the memory goes back to the
  * system instead of staying with an agent that allocates nothing until the next request.
  */
-import type { FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { collectGarbage } from './collect.ts';
+import type { BodyFile } from './types.ts';
 
 const CHUNK_BYTES = 1 << 20;
 /** Buffers written and not yet flushed, per response: one on the wire while the next is read. */
@@ -77,11 +77,12 @@ function give(buf: Buffer, reuse = true): void {
  * Writes bytes `start..end` (inclusive) of `file` to `res` (its head already written) and ends it.
  * Stops quietly when `signal` aborts (the client went away). Rejects when the file cannot be read or
  * is shorter than the range; the caller must then destroy the response (its Content-Length is a promise
- * that cannot be kept). Never closes `file`.
+ * that cannot be kept). A file still growing (`readableUpTo`, a spool entry) is read as its bytes
+ * become readable. Never closes `file`.
  */
 export async function writeFileBody(
   res: ServerResponse,
-  file: FileHandle,
+  file: BodyFile,
   start: number,
   end: number,
   signal: AbortSignal,
@@ -99,7 +100,17 @@ export async function writeFileBody(
   writers++;
   try {
     let pos = start;
+    /** End (exclusive) of the bytes known to be readable. */
+    let readable = file.readableUpTo === undefined ? end + 1 : 0;
     while (pos <= end) {
+      if (pos >= readable && file.readableUpTo !== undefined) {
+        try {
+          readable = await file.readableUpTo(pos, signal);
+        } catch (err) {
+          if (signal.aborted || res.destroyed) return;
+          throw err;
+        }
+      }
       while (inflight >= IN_FLIGHT && !signal.aborted && failed === undefined) {
         await new Promise<void>((resolve) => {
           wake = resolve;
@@ -110,7 +121,12 @@ export async function writeFileBody(
       const buf = take();
       let bytesRead: number;
       try {
-        ({ bytesRead } = await file.read(buf, 0, Math.min(buf.length, end - pos + 1), pos));
+        ({ bytesRead } = await file.read(
+          buf,
+          0,
+          Math.min(buf.length, Math.min(end + 1, readable) - pos),
+          pos,
+        ));
       } catch (err) {
         give(buf);
         throw err;

@@ -7,7 +7,7 @@ import { Agent, type Dispatcher } from 'undici';
 import { copyKey, electionKey, fetchKey, Inflight, type InflightDirectory } from './inflight.ts';
 import { feedFromPeer } from './peer-feed.ts';
 import { fill, type Spool, type SpoolEntry, SpoolError } from './spool.ts';
-import type { ContentInfo, ContentSource } from './types.ts';
+import type { BodyFile, ContentInfo, ContentSource } from './types.ts';
 
 /** What to fetch. */
 export interface PullTarget {
@@ -179,19 +179,23 @@ export class PullThrough {
       async open(digest, range?: ByteRange) {
         const e = spool.get(digest);
         if (e === undefined) return local.open(digest, range);
-        const ctx = requestContext.getStore();
-        const t = self.transfers.get(digest);
-        if (ctx?.mirrored && t !== undefined) t.followers.add(ctx.remote);
-        const onShared = ctx?.mirrored ? self.opts.observer?.onSharedBytes : undefined;
-        return Readable.from(counting(e.read(range?.start ?? 0, range?.end), onShared));
+        return Readable.from(counting(e.read(range?.start ?? 0, range?.end), self.reading(digest)));
       },
-      ...(local.openFile === undefined
-        ? {}
-        : {
-            openFile: async (digest: string) =>
-              spool.get(digest) === undefined ? local.openFile?.(digest) : undefined,
-          }),
+      // Blob bodies of spool entries go the file path too: read into recycled buffers as they arrive.
+      async openFile(digest: string): Promise<BodyFile | undefined> {
+        const e = spool.get(digest);
+        if (e === undefined) return local.openFile?.(digest);
+        return e.body(self.reading(digest));
+      },
     };
+  }
+
+  /** A read of a spool entry begins: notes a peer following it; the counter of bytes shared while in flight. */
+  private reading(digest: string): ((n: number) => void) | undefined {
+    const ctx = requestContext.getStore();
+    const t = this.transfers.get(digest);
+    if (ctx?.mirrored && t !== undefined) t.followers.add(ctx.remote);
+    return ctx?.mirrored ? this.opts.observer?.onSharedBytes : undefined;
   }
 
   private async run(t: Transfer): Promise<void> {

@@ -1,7 +1,8 @@
 import { type FileHandle, mkdir, open, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDigest } from '@ferry/oci';
-import { type Hasher, HashWorker } from './hasher.ts';
+import { type FileHasher, HashWorker } from './hasher.ts';
+import type { BodyFile } from './types.ts';
 
 /** Largest chunk handed to a reader at once. */
 const READ_CHUNK = 1024 * 1024;
@@ -46,7 +47,7 @@ export class SpoolEntry {
   /** Readers currently streaming from the entry. */
   readers = 0;
   readonly created = Date.now();
-  private readonly hash: Hasher;
+  private readonly hash: FileHasher;
   private readonly expected: string;
   private readonly algorithm: string;
   private wake: PromiseWithResolvers<void> = Promise.withResolvers();
@@ -62,7 +63,7 @@ export class SpoolEntry {
     this.path = path;
     this.spool = spool;
     const { algorithm, hex } = parseDigest(digest);
-    this.hash = spool.hasher(algorithm);
+    this.hash = spool.hasher(algorithm, path);
     this.algorithm = algorithm;
     this.expected = hex;
   }
@@ -141,7 +142,7 @@ export class SpoolEntry {
     }
     if (this.state !== 'filling') throw this.error ?? new SpoolError(`entry is ${this.state}`);
     try {
-      for (const c of chunks) await this.hash.update(c);
+      await this.hash.advance(length);
     } catch (err) {
       throw this.fail(new SpoolError(`digest check failed: ${(err as Error).message}`));
     }
@@ -222,6 +223,43 @@ export class SpoolEntry {
       this.readers--;
       if (this.removed && this.readers === 0) await this.close();
     }
+  }
+
+  /**
+   * Waits until the byte at `pos` is readable; resolves with the end (exclusive) of the readable
+   * bytes. Rejects with the entry's error when it fails first, or with `signal`'s reason.
+   */
+  async readableUpTo(pos: number, signal?: AbortSignal): Promise<number> {
+    for (;;) {
+      if (this.state === 'failed') throw this.error;
+      const limit = this.readable();
+      if (pos < limit || this.state === 'complete') return limit;
+      await this.changed(signal);
+    }
+  }
+
+  /**
+   * The entry as a body file for the blob path (`file-body.ts`: recycled buffers, no stream): reads
+   * wait for bytes still to come, the file stays open until `close`. `onBytes` counts what is read.
+   */
+  body(onBytes?: (n: number) => void): BodyFile {
+    this.readers++;
+    let closed = false;
+    return {
+      read: async (buffer, offset, length, position) => {
+        if (this.state === 'failed') throw this.error;
+        const r = await this.file.read(buffer, offset, length, position);
+        onBytes?.(r.bytesRead);
+        return r;
+      },
+      readableUpTo: (pos, signal) => this.readableUpTo(pos, signal),
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        this.readers--;
+        if (this.removed && this.readers === 0) await this.close();
+      },
+    };
   }
 
   /**
@@ -348,9 +386,9 @@ export class Spool {
     this.reserved -= n;
   }
 
-  /** @internal a hasher for an entry's bytes (in the spool's worker thread). */
-  hasher(algorithm: string): Hasher {
-    return this.hashing.hasher(algorithm);
+  /** @internal a hasher for an entry's file (in the spool's worker thread). */
+  hasher(algorithm: string, path: string): FileHasher {
+    return this.hashing.fileHasher(algorithm, path);
   }
 
   /** Removes every entry. */
@@ -364,7 +402,7 @@ export class Spool {
  * Writes a source's body into an entry, gathering its chunks (a socket gives 16-64 KiB at a time)
  * into writes of up to FILL_BYTES (or FILL_CHUNKS chunks), each written at the latest FILL_MS after
  * its first byte arrived: one vectored file write and reader wake-up per batch instead of per chunk,
- * with no copy into one buffer (the hash worker gathers its own copies). Stops early (with
+ * with no copy into one buffer (the hash worker reads the bytes back from the file). Stops early (with
  * what it holds written) when `stop` aborts. Bytes held when the source fails are written before the
  * error is thrown, so a resume with `Range` starts after them.
  */

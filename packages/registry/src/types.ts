@@ -1,4 +1,3 @@
-import type { FileHandle } from 'node:fs/promises';
 import type { TagResolution } from '@ferry/interface';
 import type { ByteRange } from '@ferry/oci';
 
@@ -21,7 +20,18 @@ export interface ContentSource {
    * Optional fast path: the content's file, opened read-only (the registry closes it), or undefined to
    * fall back to {@link open}. Blob bodies are then read into recycled buffers (see `file-body.ts`).
    */
-  openFile?(digest: string): Promise<FileHandle | undefined>;
+  openFile?(digest: string): Promise<BodyFile | undefined>;
+}
+
+/** A content file as the blob path reads it (a FileHandle fits; a spool entry still being fed too). */
+export interface BodyFile {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  /**
+   * For a file still growing: waits until a byte at `pos` may be read and resolves with the end
+   * (exclusive) of what may be read now. Rejects when the content failed or `signal` aborted.
+   */
+  readableUpTo?(pos: number, signal: AbortSignal): Promise<number>;
+  close(): Promise<void>;
 }
 
 /** Where resolutions are kept across restarts (@ferry/resolver's LastKnownStore fits). */

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { HashWorker } from '../src/hasher.ts';
 
@@ -40,4 +43,32 @@ test('updates of any size are gathered into batches and hash like createHash; on
   const empty = w.hasher('sha256');
   assert.equal(await empty.digest(), createHash('sha256').digest('hex'));
   await w.close();
+});
+
+test('a file hasher reads what was appended to the file and hashes like createHash; a missing file fails the entry; after the worker stops, it hashes in the thread', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-hasher-'));
+  try {
+    const w = new HashWorker();
+    const data = randomBytes(9 * 1024 * 1024 + 3);
+    const path = join(dir, 'a');
+    writeFileSync(path, '');
+    const h = w.fileHasher('sha256', path);
+    for (let off = 0; off < data.length; ) {
+      const n = Math.min(data.length - off, 700_001);
+      appendFileSync(path, data.subarray(off, off + n));
+      await h.advance(n);
+      off += n;
+    }
+    assert.equal(await h.digest(), createHash('sha256').update(data).digest('hex'));
+    // Bytes announced but not in the file (it was cut or removed): the entry fails, never a digest.
+    const missing = w.fileHasher('sha256', join(dir, 'gone'));
+    await missing.advance(10).catch(() => {});
+    await assert.rejects(missing.digest());
+    await w.close();
+    const after = w.fileHasher('sha256', path);
+    await after.advance(data.length);
+    assert.equal(await after.digest(), createHash('sha256').update(data).digest('hex'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
