@@ -28,18 +28,18 @@ export const bundleFile = join(agentDir, 'dist', 'ferry.mjs');
 /** Native packages left out of the bundle, imported by their resolved path relative to the bundle. */
 const NATIVE = ['classic-level'];
 
-const nativeExternal: Plugin = {
+const nativeExternal = (outfile: string): Plugin => ({
   name: 'native-external',
   setup(b) {
     b.onResolve({ filter: new RegExp(`^(${NATIVE.join('|')})$`) }, (args) => {
       const req = createRequire(join(args.resolveDir, 'index.js'));
       const resolved = req.resolve(args.path);
-      let path = relative(dirname(bundleFile), resolved);
+      let path = relative(dirname(outfile), resolved);
       if (!path.startsWith('.')) path = `./${path}`;
       return { path, external: true };
     });
   },
-};
+});
 
 /** What Ferry imports from 'undici', as the index builds it (see the file comment). */
 const UNDICI_USED = ['Agent', 'request'];
@@ -84,10 +84,15 @@ module.exports = { ${UNDICI_USED.join(', ')}, Dispatcher };
   },
 };
 
-export async function buildBundle(opts: { meta?: boolean } = {}): Promise<void> {
+/**
+ * Builds the bundle to `outfile` (default {@link bundleFile}). Another file must stay in
+ * packages/agent/dist/ too: classic-level is imported by its path relative to the bundle.
+ */
+export async function buildBundle(opts: { meta?: boolean; outfile?: string } = {}): Promise<void> {
+  const outfile = opts.outfile ?? bundleFile;
   await build({
     entryPoints: [join(agentDir, 'src', 'cli.ts')],
-    outfile: bundleFile,
+    outfile,
     bundle: true,
     platform: 'node',
     format: 'esm',
@@ -96,14 +101,14 @@ export async function buildBundle(opts: { meta?: boolean } = {}): Promise<void> 
     banner: {
       js: "import { createRequire as __ferryRequire } from 'node:module'; const require = __ferryRequire(import.meta.url);",
     },
-    plugins: [nativeExternal, slimUndici],
+    plugins: [nativeExternal(outfile), slimUndici],
     sourcemap: false,
     minify: true,
     legalComments: 'none',
     metafile: true,
     logLevel: 'warning',
   }).then(async (r) => {
-    if (opts.meta) await writeFile(`${bundleFile.slice(0, -4)}.meta.json`, JSON.stringify(r.metafile));
+    if (opts.meta) await writeFile(`${outfile.slice(0, -4)}.meta.json`, JSON.stringify(r.metafile));
   });
 }
 

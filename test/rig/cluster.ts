@@ -1,17 +1,14 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { AGENT_PORTS, type AgentHandle, ferryCli, startAgent } from './agent.ts';
+import { configureHosts } from '../../packages/agent/src/configure.ts';
+import { AGENT_PORTS, type AgentHandle, startAgent } from './agent.ts';
 import { type ContainerdHandle, startContainerd } from './containerd.ts';
 import type { Cleanup } from './daemon.ts';
 import { type AddressBlock, allocateBlock } from './net.ts';
 import { type RegistryHandle, startRegistry } from './registry.ts';
 import { type ShapingProxyHandle, startShapingProxy } from './shaping-proxy.ts';
-
-const execFileP = promisify(execFile);
 
 export interface ClusterOptions {
   /** Number of nodes (default 3). */
@@ -72,17 +69,26 @@ export interface Cluster {
 /**
  * A cluster on loopback: a real upstream `docker-registry`, N real containerd daemons (each with its own
  * root, state, socket and hosts dir; CRI on), and N Ferry agents, node i on `127.a.b.(10+i)` with the
- * same ports everywhere. Each node's hosts.toml (written by `ferry configure`) sends pulls of the upstream
- * to the node's own agent first.
+ * same ports everywhere. Each node's hosts.toml (written by `configureHosts`, what `ferry configure`
+ * runs, in this process: a CLI process per node cost seconds of CPU each) sends pulls of the upstream to
+ * the node's own agent first. Teardown stops every agent at once, then every containerd, then the rest.
  */
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
   const n = opts.nodes ?? 3;
   const block = allocateBlock();
   const dir = mkdtempSync(join(tmpdir(), 'ferry-cluster-'));
-  const disposers: (() => Promise<unknown>)[] = [];
+  // Teardown in stages, each stage's parts at once: agents, then containerd daemons, then the upstream.
+  const stages: (() => Promise<unknown>)[][] = [[], [], []];
+  const [agentStops, nodeStops, disposers] = stages as [
+    (() => Promise<unknown>)[],
+    (() => Promise<unknown>)[],
+    (() => Promise<unknown>)[],
+  ];
   const dispose = async () => {
-    for (const d of disposers.reverse()) await d().catch(() => undefined);
-    disposers.length = 0;
+    for (const stage of stages) {
+      const parts = stage.splice(0).reverse();
+      await Promise.all(parts.map((d) => d().catch(() => undefined)));
+    }
     if (!process.env.FERRY_RIG_KEEP) rmSync(dir, { recursive: true, force: true });
     block.release();
   };
@@ -118,15 +124,13 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         const nodeDir = join(dir, name);
         mkdirSync(nodeDir, { recursive: true });
         const containerd = await startContainerd({ name, host, dir: join(nodeDir, 'containerd') });
-        disposers.push(() => containerd.dispose());
-        await execFileP(process.execPath, [
-          ferryCli,
-          'configure',
-          `--hosts-dir=${containerd.hostsDir}`,
-          `--mirror-targets=http://${host}:${AGENT_PORTS.registry}`,
-          `--mirrored-registries=${front.url}`,
-          ...(opts.resolveTags === false ? ['--no-resolve-tags'] : []),
-        ]);
+        nodeStops.push(() => containerd.dispose());
+        await configureHosts({
+          hostsDir: containerd.hostsDir,
+          mirrorTargets: [`http://${host}:${AGENT_PORTS.registry}`],
+          mirroredRegistries: [front.url],
+          resolveTags: opts.resolveTags !== false,
+        });
         const node: ClusterNode = {
           index,
           name,
@@ -152,7 +156,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
               ...(opts.agentEnv ? { env: opts.agentEnv } : {}),
               ...(opts.agentNodeArgs ? { nodeArgs: opts.agentNodeArgs } : {}),
             });
-            disposers.push(() => agent.stop());
+            agentStops.push(() => agent.stop());
             node.agent = agent;
             return agent;
           },
