@@ -2,8 +2,9 @@
 import type { Peer, PeerAuth } from '@ferry/interface';
 import { firstHeader, hostPort } from '@ferry/oci';
 import { type Dispatcher, request } from 'undici';
+import { fill } from './fill.ts';
 import { MIRRORED_HEADER, signedRequest } from './peer-fetch.ts';
-import { fill, type SpoolEntry } from './spool.ts';
+import type { SpoolEntry } from './spool.ts';
 
 /** Header naming the node that follows a transfer (its own claim: shown on the status page, counted in metrics). */
 export const FOLLOWER_HEADER = 'x-ferry-follower';

@@ -4,9 +4,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ContentUpstream, Peer, PeerAuth } from '@ferry/interface';
 import type { ByteRange } from '@ferry/oci';
 import { Agent, type Dispatcher } from 'undici';
+import { fill } from './fill.ts';
 import { copyKey, electionKey, fetchKey, Inflight, type InflightDirectory } from './inflight.ts';
 import { feedFromPeer } from './peer-feed.ts';
-import { fill, type Spool, type SpoolEntry, SpoolError } from './spool.ts';
+import { type Spool, type SpoolEntry, SpoolError } from './spool.ts';
 import type { BodyFile, ContentInfo, ContentSource } from './types.ts';
 
 /** What to fetch. */

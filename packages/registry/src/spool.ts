@@ -6,12 +6,6 @@ import type { BodyFile } from './types.ts';
 
 /** Largest chunk handed to a reader at once. */
 const READ_CHUNK = 1024 * 1024;
-/** `fill` gathers a source's chunks into writes of up to this many bytes… */
-const FILL_BYTES = 512 * 1024;
-/** …and writes what it holds at the latest this long after the first of them arrived… */
-const FILL_MS = 20;
-/** …or once it holds this many chunks (one vectored write; tiny chunks do not make a huge one). */
-const FILL_CHUNKS = 64;
 
 /** Why an entry could not be kept. */
 export class SpoolError extends Error {
@@ -395,69 +389,5 @@ export class Spool {
   async close(): Promise<void> {
     for (const e of [...this.entries.values()]) await this.remove(e);
     await this.hashing.close();
-  }
-}
-
-/**
- * Writes a source's body into an entry, gathering its chunks (a socket gives 16-64 KiB at a time)
- * into writes of up to FILL_BYTES (or FILL_CHUNKS chunks), each written at the latest FILL_MS after
- * its first byte arrived: one vectored file write and reader wake-up per batch instead of per chunk,
- * with no copy into one buffer (the hash worker reads the bytes back from the file). Stops early (with
- * what it holds written) when `stop` aborts. Bytes held when the source fails are written before the
- * error is thrown, so a resume with `Range` starts after them.
- */
-export async function fill(
-  entry: SpoolEntry,
-  body: AsyncIterable<Buffer>,
-  opts: { onBytes?: (n: number) => void; stop?: AbortSignal } = {},
-): Promise<void> {
-  const it = body[Symbol.asyncIterator]();
-  const held: Buffer[] = [];
-  let heldBytes = 0;
-  // One timer per batch, not per chunk (a timer per 16-64 KiB chunk, cancelled by an abort, cost an
-  // AbortError with its stack each time: seconds of CPU per GiB in a profile of a first pull).
-  let deadline: Promise<undefined> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const flush = async () => {
-    clearTimeout(timer);
-    timer = undefined;
-    deadline = undefined;
-    if (heldBytes === 0) return;
-    const chunks = held.splice(0);
-    heldBytes = 0;
-    await entry.write(chunks);
-  };
-  let next: Promise<IteratorResult<Buffer>> | undefined = it.next();
-  try {
-    for (;;) {
-      let r: IteratorResult<Buffer> | undefined;
-      if (heldBytes === 0) r = await next;
-      else {
-        deadline ??= new Promise<undefined>((resolve) => {
-          timer = setTimeout(resolve, FILL_MS, undefined);
-        });
-        r = await Promise.race([next, deadline]);
-      }
-      if (r === undefined) {
-        await flush();
-        continue;
-      }
-      next = undefined;
-      if (r.done) break;
-      opts.onBytes?.(r.value.length);
-      held.push(r.value);
-      heldBytes += r.value.length;
-      if (heldBytes >= FILL_BYTES || held.length >= FILL_CHUNKS) await flush();
-      if (opts.stop?.aborted) break;
-      next = it.next();
-    }
-    await flush();
-  } catch (err) {
-    if (!(err instanceof SpoolError) && entry.state === 'filling') await flush().catch(() => {});
-    throw err;
-  } finally {
-    clearTimeout(timer);
-    next?.catch(() => {});
-    await it.return?.().catch(() => {});
   }
 }

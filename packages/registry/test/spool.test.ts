@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as delay, setImmediate as tick } from 'node:timers/promises';
-import { fill, Spool, SpoolError } from '../src/spool.ts';
+import { fill } from '../src/fill.ts';
+import { Spool, SpoolError } from '../src/spool.ts';
 
 const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const plenty = async () => 1e15;
