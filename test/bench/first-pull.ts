@@ -65,14 +65,26 @@ async function timed(p: () => Promise<void>): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-/** Runs `p` and gives the CPU-seconds the whole rig used meanwhile, by command name. */
-async function costOf<T>(p: () => Promise<T>): Promise<{ value: T; cpu: Map<string, number> }> {
+/** Each agent's own CPU-seconds so far (all its threads: `process_cpu_seconds_total`), in node order. */
+const agentCpu = (cluster: Cluster) =>
+  Promise.all(cluster.nodes.map(async (n) => (await n.agent?.metric('process_cpu_seconds_total')) ?? 0));
+
+/**
+ * Runs `p` and gives the CPU-seconds the whole rig used meanwhile, by command name, and each agent's
+ * (node order).
+ */
+async function costOf<T>(
+  cluster: Cluster,
+  p: () => Promise<T>,
+): Promise<{ value: T; cpu: Map<string, number>; agents: number[] }> {
   const before = rigCpuSeconds();
+  const agentsBefore = await agentCpu(cluster);
   const value = await p();
+  const agentsAfter = await agentCpu(cluster);
   const after = rigCpuSeconds();
   const cpu = new Map<string, number>();
   for (const [name, s] of after) cpu.set(name, s - (before.get(name) ?? 0));
-  return { value, cpu };
+  return { value, cpu, agents: agentsAfter.map((s, i) => s - (agentsBefore[i] ?? 0)) };
 }
 
 const total = (cpu: Map<string, number>) => [...cpu.values()].reduce((a, b) => a + b, 0);
@@ -83,6 +95,7 @@ const split = (cpu: Map<string, number>) =>
     .map(([name, s]) => `${name} ${s.toFixed(1)}`)
     .join(', ');
 const cores = cpus().length;
+const each = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' / ');
 
 interface Result {
   size: number;
@@ -95,6 +108,9 @@ interface Result {
   /** CPU-seconds of the whole rig during the single pull and during the four pulls, by command name. */
   singleCpu: Map<string, number>;
   fourCpu: Map<string, number>;
+  /** Each agent's CPU-seconds during the single pull (node 0 pulls) and during the four pulls. */
+  singleAgents: number[];
+  fourAgents: number[];
 }
 
 const profDir = args['cpu-prof'] ?? '';
@@ -109,12 +125,18 @@ try {
     for (const mode of (['off', 'on'] as const).filter((m) => (args.modes ?? '').split(',').includes(m))) {
       await setSharing(cluster, mode === 'on');
       const one = await fresh(cluster, size);
-      const { value: single, cpu: singleCpu } = await costOf(() =>
-        timed(() => cluster.nodes[0]!.pull(one.ref, { timeoutMs: 1_800_000 })),
-      );
+      const {
+        value: single,
+        cpu: singleCpu,
+        agents: singleAgents,
+      } = await costOf(cluster, () => timed(() => cluster.nodes[0]!.pull(one.ref, { timeoutMs: 1_800_000 })));
       const four = await fresh(cluster, size);
       cluster.proxy?.reset();
-      const { value: times, cpu: fourCpu } = await costOf(() =>
+      const {
+        value: times,
+        cpu: fourCpu,
+        agents: fourAgents,
+      } = await costOf(cluster, () =>
         Promise.all(cluster.nodes.map((n) => timed(() => n.pull(four.ref, { timeoutMs: 1_800_000 })))),
       );
       const r: Result = {
@@ -126,10 +148,12 @@ try {
         upstreamRatio: (cluster.proxy?.blobBytes() ?? 0) / blobBytes(four.img),
         singleCpu,
         fourCpu,
+        singleAgents,
+        fourAgents,
       };
       results.push(r);
       log(
-        `${size} MiB sharing ${mode}: single ${single.toFixed(1)} s (CPU-s: ${split(singleCpu)}), 4 at once ${times.map((x) => x.toFixed(1)).join(' / ')} s (CPU-s: ${split(fourCpu)}), upstream ${r.upstreamRatio.toFixed(2)}×`,
+        `${size} MiB sharing ${mode}: single ${single.toFixed(1)} s (CPU-s: ${split(singleCpu)}; agents ${each(singleAgents)}), 4 at once ${times.map((x) => x.toFixed(1)).join(' / ')} s (CPU-s: ${split(fourCpu)}; agents ${each(fourAgents)}), upstream ${r.upstreamRatio.toFixed(2)}×`,
       );
     }
   }
@@ -164,8 +188,17 @@ const lines = [
   '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ...results.map((r) => {
     const floor = total(r.fourCpu) / cores;
-    return `| ${r.size} MiB | ${r.mode} | ${r.times.map((x) => x.toFixed(1)).join(' / ')} | ${total(r.fourCpu).toFixed(1)} | ${floor.toFixed(1)} | ${(floor / r.single).toFixed(2)}× | ${total(r.singleCpu).toFixed(1)} | ${split(r.fourCpu)} |`;
+    return `| ${r.size} MiB | ${r.mode} | ${each(r.times)} | ${total(r.fourCpu).toFixed(1)} | ${floor.toFixed(1)} | ${(floor / r.single).toFixed(2)}× | ${total(r.singleCpu).toFixed(1)} | ${split(r.fourCpu)} |`;
   }),
+  '',
+  "Each agent's own CPU-seconds (`process_cpu_seconds_total`, all its threads), nodes 1–4; node 1 makes the single pull, the others idle meanwhile.",
+  '',
+  '| image | sharing | agents, single pull (CPU-s) | agents, 4 at once (CPU-s) | pulling agent, single pull, per GiB pulled (CPU-s) |',
+  '| --- | --- | --- | --- | --- |',
+  ...results.map(
+    (r) =>
+      `| ${r.size} MiB | ${r.mode} | ${each(r.singleAgents)} | ${each(r.fourAgents)} | ${(((r.singleAgents[0] ?? 0) * 1024) / r.size).toFixed(1)} |`,
+  ),
   '',
 ];
 writeFileSync(args.out as string, lines.join('\n'));

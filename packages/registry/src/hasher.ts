@@ -35,6 +35,9 @@ export interface FileHasher {
 /** Bytes an entry may have queued in the worker before `update` waits. */
 const MAX_QUEUED = 8 * 1024 * 1024;
 
+/** Bytes of a file appended before one message tells the worker to hash them. */
+const FILE_STEP = 2 * 1024 * 1024;
+
 /** Bytes copied together before one message goes to the worker. */
 const BATCH = 1024 * 1024;
 
@@ -165,12 +168,19 @@ export class HashWorker {
     const p: Pending = { queued: 0, drained: undefined, done: undefined };
     this.pending.set(id, p);
     const failed = () => p.error ?? this.broken ?? new Error('hash worker stopped');
+    /** Bytes appended and not yet handed to the worker: one message per FILE_STEP bytes. */
+    let unsent = 0;
+    const send = () => {
+      if (unsent === 0) return;
+      p.queued += unsent;
+      worker.postMessage({ op: 'file', id, algorithm, path, n: unsent });
+      unsent = 0;
+    };
     return {
       advance: async (n) => {
         if (!this.pending.has(id)) throw failed();
-        if (n === 0) return;
-        p.queued += n;
-        worker.postMessage({ op: 'file', id, algorithm, path, n });
+        unsent += n;
+        if (unsent >= FILE_STEP) send();
         while (p.queued > MAX_QUEUED) {
           p.drained = Promise.withResolvers();
           await p.drained.promise;
@@ -178,6 +188,7 @@ export class HashWorker {
       },
       digest: () => {
         if (!this.pending.has(id)) return Promise.reject(failed());
+        send();
         p.done = Promise.withResolvers();
         worker.postMessage({ op: 'digest', id, algorithm });
         return p.done.promise;
