@@ -115,23 +115,19 @@ export class HashWorker {
   hasher(algorithm: string): Hasher {
     const worker = this.broken === undefined ? this.start() : undefined;
     if (worker === undefined) return inThread(algorithm);
-    const id = ++this.seq;
-    const p: Pending = { queued: 0, drained: undefined, done: undefined };
-    this.pending.set(id, p);
-    const failed = () => this.broken ?? new Error('hash worker stopped');
     let batch: Uint8Array<ArrayBuffer> | undefined;
     let filled = 0;
-    const flush = () => {
+    const e = this.entry(worker, algorithm, () => {
       if (batch === undefined || filled === 0) return;
       const bytes = batch.subarray(0, filled);
       batch = undefined;
       filled = 0;
-      p.queued += bytes.length;
-      worker.postMessage({ op: 'update', id, algorithm, bytes }, [bytes.buffer]);
-    };
+      e.p.queued += bytes.length;
+      worker.postMessage({ op: 'update', id: e.id, algorithm, bytes }, [bytes.buffer]);
+    });
     return {
       update: async (buf) => {
-        if (!this.pending.has(id)) throw failed();
+        e.check();
         for (let off = 0; off < buf.length; ) {
           // Its own (transferable) memory, not zero-filled: every byte is written before it is sent.
           batch ??= new Uint8Array(Buffer.allocUnsafeSlow(Math.max(BATCH, buf.length - off)).buffer);
@@ -139,23 +135,14 @@ export class HashWorker {
           batch.set(buf.subarray(off, off + n), filled);
           filled += n;
           off += n;
-          if (filled === batch.length) flush();
+          if (filled === batch.length) e.flush();
         }
-        while (p.queued > MAX_QUEUED) {
-          p.drained = Promise.withResolvers();
-          await p.drained.promise;
-        }
+        await e.drained();
       },
-      digest: () => {
-        if (!this.pending.has(id)) return Promise.reject(failed());
-        flush();
-        p.done = Promise.withResolvers();
-        worker.postMessage({ op: 'digest', id, algorithm });
-        return p.done.promise;
-      },
+      digest: e.digest,
       drop: () => {
         batch = undefined;
-        if (this.pending.delete(id)) worker.postMessage({ op: 'drop', id });
+        e.drop();
       },
     };
   }
@@ -164,31 +151,49 @@ export class HashWorker {
   fileHasher(algorithm: string, path: string): FileHasher {
     const worker = this.broken === undefined ? this.start() : undefined;
     if (worker === undefined) return fileInThread(algorithm, path);
+    /** Bytes appended and not yet handed to the worker: one message per FILE_STEP bytes. */
+    let unsent = 0;
+    const e = this.entry(worker, algorithm, () => {
+      if (unsent === 0) return;
+      e.p.queued += unsent;
+      worker.postMessage({ op: 'file', id: e.id, algorithm, path, n: unsent });
+      unsent = 0;
+    });
+    return {
+      advance: async (n) => {
+        e.check();
+        unsent += n;
+        if (unsent >= FILE_STEP) e.flush();
+        await e.drained();
+      },
+      digest: e.digest,
+      drop: e.drop,
+    };
+  }
+
+  /** One entry hashing in `worker`; `flush` hands it what is held back, before the digest too. */
+  private entry(worker: Worker, algorithm: string, flush: () => void) {
     const id = ++this.seq;
     const p: Pending = { queued: 0, drained: undefined, done: undefined };
     this.pending.set(id, p);
     const failed = () => p.error ?? this.broken ?? new Error('hash worker stopped');
-    /** Bytes appended and not yet handed to the worker: one message per FILE_STEP bytes. */
-    let unsent = 0;
-    const send = () => {
-      if (unsent === 0) return;
-      p.queued += unsent;
-      worker.postMessage({ op: 'file', id, algorithm, path, n: unsent });
-      unsent = 0;
-    };
     return {
-      advance: async (n) => {
+      id,
+      p,
+      flush,
+      check: () => {
         if (!this.pending.has(id)) throw failed();
-        unsent += n;
-        if (unsent >= FILE_STEP) send();
+      },
+      /** Waits while too many bytes are queued in the worker. */
+      drained: async () => {
         while (p.queued > MAX_QUEUED) {
           p.drained = Promise.withResolvers();
           await p.drained.promise;
         }
       },
-      digest: () => {
+      digest: (): Promise<string> => {
         if (!this.pending.has(id)) return Promise.reject(failed());
-        send();
+        flush();
         p.done = Promise.withResolvers();
         worker.postMessage({ op: 'digest', id, algorithm });
         return p.done.promise;
