@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { type SpoolEntry, SpoolError } from './spool.ts';
 
 /** `fill` gathers a source's chunks into writes of up to this many bytes… */
@@ -6,6 +7,8 @@ const FILL_BYTES = 512 * 1024;
 const FILL_MS = 20;
 /** …or once it holds this many chunks (one vectored write; tiny chunks do not make a huge one). */
 const FILL_CHUNKS = 64;
+/** A stream's chunks queued for `fill` at most (it is paused beyond). */
+const QUEUE_BYTES = 1024 * 1024;
 
 /**
  * Writes a source's body into an entry, gathering its chunks (a socket gives 16-64 KiB at a time)
@@ -20,7 +23,7 @@ export async function fill(
   body: AsyncIterable<Buffer>,
   opts: { onBytes?: (n: number) => void; stop?: AbortSignal } = {},
 ): Promise<void> {
-  const it = body[Symbol.asyncIterator]();
+  const it = (body instanceof Readable ? chunksOf(body) : body)[Symbol.asyncIterator]();
   const held: Buffer[] = [];
   let heldBytes = 0;
   // One timer per batch, not per chunk (a timer per 16-64 KiB chunk, cancelled by an abort, cost an
@@ -68,5 +71,71 @@ export async function fill(
     clearTimeout(timer);
     next?.catch(() => {});
     await it.return?.().catch(() => {});
+  }
+}
+
+/**
+ * A stream's chunks, each as it came. A Readable's own async iterator reads with `read()`, which
+ * hands out every chunk waiting as one new buffer (a copy, and garbage) whenever several are waiting,
+ * as they are when the event loop is busy. At most QUEUE_BYTES wait here; the stream is paused beyond.
+ */
+async function* chunksOf(r: Readable): AsyncGenerator<Buffer> {
+  const queue: Buffer[] = [];
+  let queued = 0;
+  let ended = false;
+  let error: Error | undefined;
+  let wake: (() => void) | undefined;
+  const poke = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onData = (c: Buffer) => {
+    queue.push(c);
+    queued += c.length;
+    if (queued >= QUEUE_BYTES) r.pause();
+    poke();
+  };
+  const onEnd = () => {
+    ended = true;
+    poke();
+  };
+  const onError = (err: Error) => {
+    error ??= err;
+    poke();
+  };
+  const onClose = () => {
+    if (!ended) error ??= new Error('body closed before its end');
+    poke();
+  };
+  r.on('data', onData);
+  r.once('end', onEnd);
+  r.once('error', onError);
+  r.once('close', onClose);
+  try {
+    for (let head = 0; ; ) {
+      if (head < queue.length) {
+        const c = queue[head] as Buffer;
+        head++;
+        queued -= c.length;
+        if (head === queue.length) {
+          queue.length = 0;
+          head = 0;
+        }
+        if (r.isPaused() && queued < QUEUE_BYTES / 2) r.resume();
+        yield c;
+        continue;
+      }
+      if (error !== undefined) throw error;
+      if (ended) return;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+  } finally {
+    r.off('data', onData);
+    r.off('end', onEnd);
+    r.off('error', onError);
+    r.off('close', onClose);
   }
 }
