@@ -1,7 +1,7 @@
 // Everything Ferry reads from kad-dht 16 beyond its exported interface, in one place: when kad-dht
 // changes, this file is the one to adapt. The members used are public class fields of `KadDHT`; they
 // are checked at start so that a changed version fails loudly instead of misbehaving.
-import type { PeerId } from '@libp2p/interface';
+import type { Connection, PeerId } from '@libp2p/interface';
 import type { KadDHT } from '@libp2p/kad-dht';
 import type { CID } from 'multiformats/cid';
 import type { ProviderStore } from './provider-store.ts';
@@ -77,4 +77,41 @@ export function countInboundStreams(libp2p: object, protocol: string, onStream: 
     onStream();
     return handler(...args);
   };
+}
+
+/** What liveness.ts uses of a connection's yamux muxer (`Connection.muxer`, not in the interface). */
+export interface MuxerInternals {
+  /** Called with every chunk read from the connection (replaced on the instance to watch it). */
+  onData(buf: unknown): void;
+  /** Send a yamux PING frame; resolves with the round trip once the peer answered. */
+  ping(options: { signal: AbortSignal }): Promise<number>;
+}
+
+/** The yamux muxer of a connection, or undefined if libp2p no longer exposes it this way. */
+export function connectionMuxer(conn: Connection): MuxerInternals | undefined {
+  const muxer = (conn as unknown as { muxer?: Partial<MuxerInternals> }).muxer;
+  return typeof muxer?.onData === 'function' && typeof muxer.ping === 'function'
+    ? (muxer as MuxerInternals)
+    : undefined;
+}
+
+/**
+ * Turn off the kad-dht 16 maintenance Ferry does not need below the mesh limit, where the
+ * members protocol (membership.ts) connects every node to every other: the routing-table refresh
+ * (random-walk queries every 5 minutes, not configurable) is moved to `refreshMs`, and a peer that
+ * connected is added to the routing table without the ping kad-dht sends it first (it just
+ * completed a noise handshake and identify with us). Full buckets still ping their old contacts.
+ */
+export function quietKadMaintenance(dht: KadDHT, refreshMs: number): void {
+  const internals = dht as unknown as {
+    routingTableRefresh?: { refreshInterval?: number };
+    routingTable?: { kb?: { verify?: unknown } };
+  };
+  const refresh = internals.routingTableRefresh;
+  const kb = internals.routingTable?.kb;
+  if (typeof refresh?.refreshInterval !== 'number' || typeof kb?.verify !== 'function') {
+    throw new Error('@libp2p/kad-dht: routingTableRefresh / routingTable.kb not found (version changed?)');
+  }
+  refresh.refreshInterval = refreshMs;
+  kb.verify = async () => true;
 }

@@ -157,6 +157,10 @@ export class Lookup {
       (libp2p.getConnections(provider.id).length > 0 ? connected : other).push(provider);
     }
     for (const provider of [...shuffle(connected), ...shuffle(other)]) {
+      // known dead meanwhile (a closed connection's redial failed, a dial of an earlier one)
+      if (membership.isDead(provider.id.toString())) {
+        continue;
+      }
       const peer = await this.toPeer(provider, signal);
       if (signal.aborted) {
         return;

@@ -5,9 +5,10 @@
 //   kad `Message` with the members in `closer`), and the ones we lack are dialled. With the mesh and
 //   provide.ts sending records to every member (not only the k closest), every node's provider
 //   store holds every record: a lookup is local, a miss is immediate.
-// - Liveness: when a member's last connection closes (libp2p's connection monitor pings every
-//   connection, so a half-open one closes too), it is redialled once; if that fails it is dead: its
-//   provider records are dropped at once and lookups never yield it, until it connects again.
+// - Liveness: when a member's last connection closes, it is redialled; if that fails it is dead:
+//   its provider records are dropped at once and lookups never yield it, until it connects again.
+//   A member that leaves a ping unanswered (liveness.ts: a vanished host closes nothing) is dead at
+//   once.
 // - Settled: the local view counts as complete while members ≤ meshLimit, no dial is pending, every
 //   member some peer named is connected or known dead, and no member joined in the last `settleMs`
 //   (its records may still be arriving). A node that holds a partial view (it has only heard of
@@ -105,7 +106,9 @@ export class Membership {
 
   /** A DHT peer was identified: it is alive; learn the members it knows. */
   onMemberIdentified(id: PeerId, conn: Connection | undefined): void {
-    this.dead.delete(id.toString());
+    if (this.dead.delete(id.toString())) {
+      this.init.log.info({ peer: id.toString() }, 'peer back: connected again after it was declared gone');
+    }
     this.heardOf.delete(id.toString());
     this.lastJoin = Date.now();
     if (conn !== undefined && this.memberCount() < this.init.meshLimit) {
@@ -164,8 +167,16 @@ export class Membership {
     this.markDead(id, 'dial failed');
   }
 
-  private markDead(id: string, reason: string): void {
-    if (this.init.libp2p.getConnections().some((c) => c.remotePeer.toString() === id)) {
+  /**
+   * A peer left a liveness ping unanswered (liveness.ts aborted its connections): dead now, even
+   * while the redial that the closed connection started is still pending.
+   */
+  declareDead(id: string, reason: string): void {
+    this.markDead(id, reason, true);
+  }
+
+  private markDead(id: string, reason: string, evenIfConnected = false): void {
+    if (!evenIfConnected && this.init.libp2p.getConnections().some((c) => c.remotePeer.toString() === id)) {
       return;
     }
     this.dead.set(id, Date.now());

@@ -28,7 +28,9 @@ import {
   installProviderStore,
   type KadInternals,
   kadInternals,
+  quietKadMaintenance,
 } from './kad-internals.ts';
+import { Liveness } from './liveness.ts';
 import { Lookup } from './lookup.ts';
 import { FERRY_MEMBERS_PROTOCOL, Membership } from './membership.ts';
 import { NETWORK_KEY_LENGTH } from './network-key.ts';
@@ -100,7 +102,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     // with network keys, only holders of an accepted key get past the first bytes (private-network.ts)
     ...(networkKeys.length > 0 ? { connectionProtector: privateNetwork(networkKeys) } : {}),
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionManager: {
       // private cluster: many nodes may sit behind one IP (tests, SNAT); the default of 5 new
       // connections per second per host resets legitimate peers
@@ -109,11 +111,9 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
       maxConnections: 400,
       dialTimeout: dialTimeoutMs,
     },
-    // pings every connection every 10 s and closes one whose ping takes longer than the timeout
-    // (adaptive, at least pingTimeoutMs): a half-open connection to a vanished host closes too
-    connectionMonitor: {
-      pingTimeout: { minTimeout: pingTimeoutMs, maxTimeout: Math.max(pingTimeoutMs, 60_000) },
-    },
+    // liveness is Ferry's (liveness.ts): one yamux PING from one end of a quiet connection, in
+    // place of a new ping stream on every connection every 10 s from both ends
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),
@@ -122,6 +122,9 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
         clientMode: false,
         peerInfoMapper: passthroughMapper,
         allowQueryWithZeroPeers: false,
+        // the members protocol keeps the mesh (membership.ts): kad-dht's own periodic self query
+        // (and its routing-table refresh, kad-internals.ts) run hourly instead of every 5 minutes
+        querySelfInterval: DEFAULTS.kadMaintenanceMs,
         maxInboundStreams: streamLimit,
         maxOutboundStreams: streamLimit,
         reprovide: {
@@ -137,7 +140,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
   });
 
   const meshLimit = positiveInt('meshLimit', opts.meshLimit, DEFAULTS.meshLimit);
-  const node = new FerryNode(libp2p, log, privateKey, validity, (kad, peers, stopSignal) => {
+  const node = new FerryNode(libp2p, log, privateKey, validity, pingTimeoutMs, (kad, peers, stopSignal) => {
     const store = new ProviderStore({ validityMs: validity });
     installProviderStore(kad, store);
     const membership = new Membership({
@@ -234,6 +237,7 @@ class FerryNode implements P2PNode {
   private readonly finder: Lookup;
   private readonly store: ProviderStore;
   private readonly membership: Membership;
+  private readonly liveness: Liveness;
   private readonly sweepMs: number;
   private nextSweepAt = 0;
   private readonly stopController = new AbortController();
@@ -246,6 +250,7 @@ class FerryNode implements P2PNode {
     log: P2PLogger,
     privateKey: PrivateKey,
     validityMs: number,
+    pingTimeoutMs: number,
     parts: (kad: KadInternals, peers: PeerBook, stopSignal: AbortSignal) => Parts,
   ) {
     this.libp2p = libp2p;
@@ -253,6 +258,7 @@ class FerryNode implements P2PNode {
     this.privateKey = privateKey;
     this.peerId = libp2p.peerId.toString();
     this.kad = kadInternals(libp2p.services.dht);
+    quietKadMaintenance(libp2p.services.dht, DEFAULTS.kadMaintenanceMs);
     this.peerBook = new PeerBook(libp2p, this.kad, FERRY_KAD_PROTOCOL);
     const built = parts(this.kad, this.peerBook, this.stopController.signal);
     this.provider = built.provider;
@@ -260,6 +266,14 @@ class FerryNode implements P2PNode {
     this.finder = built.finder;
     this.store = built.store;
     this.membership = built.membership;
+    this.liveness = new Liveness({
+      libp2p,
+      log,
+      quietMs: DEFAULTS.livenessQuietMs,
+      timeoutMs: pingTimeoutMs,
+      onUnresponsive: (peer, reason) => this.membership.declareDead(peer, reason),
+      stopSignal: this.stopController.signal,
+    });
     this.sweepMs = Math.max(1_000, Math.min(Math.floor(validityMs / 10), 30_000));
   }
 
@@ -268,6 +282,7 @@ class FerryNode implements P2PNode {
   }
 
   async start(): Promise<void> {
+    this.libp2p.addEventListener('connection:open', (evt) => this.liveness.onConnectionOpen(evt.detail));
     this.libp2p.addEventListener('peer:identify', (evt) => {
       if (this.peerBook.onIdentify(evt.detail)) {
         this.membership.onMemberIdentified(evt.detail.peerId, evt.detail.connection);
@@ -323,6 +338,8 @@ class FerryNode implements P2PNode {
       keys: this.store.keys,
       inboundStreams: { ...this.inbound },
       lookups: { ...this.finder.counts },
+      connections: this.libp2p.getConnections().length,
+      liveness: { ...this.liveness.counts },
     };
   }
 
@@ -343,6 +360,7 @@ class FerryNode implements P2PNode {
         this.store.sweep(this.peerId);
       }
       this.membership.tick(now, DEFAULTS.gossipMs);
+      this.liveness.tick(now);
       this.bootstrapper.tick(now, ready);
       this.schedule();
     }, DEFAULTS.tickMs);

@@ -7,8 +7,12 @@ export const DEFAULTS = {
   provideTimeoutMs: 30_000,
   dialTimeoutMs: 5_000,
   bootstrapRetryMs: 1_000,
-  /** Least time a connection monitor ping may take before the connection is closed. */
+  /** Deadline of a liveness ping's answer (liveness.ts): a peer silent that long is gone. */
   pingTimeoutMs: 5_000,
+  /** Silence on a connection after which its lower-id end pings it (liveness.ts). */
+  livenessQuietMs: 3_000,
+  /** Interval of kad-dht's self query and routing-table refresh (the members protocol keeps the mesh). */
+  kadMaintenanceMs: 60 * 60_000,
   bootstrapRetryMaxMs: 30_000,
   /** While ready, keys whose provide failed are retried this often. */
   pendingRetryMs: 10_000,

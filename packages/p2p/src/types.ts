@@ -44,8 +44,9 @@ export interface P2PNodeOptions {
   /** Upper bound for one stream of provider records (open, write, peer's acknowledgement), default 30 s. */
   provideTimeoutMs?: number;
   /**
-   * Least time a connection-monitor ping (every 10 s per connection) may take before the
-   * connection is closed as dead (default 5 s; the timeout adapts upwards to measured pings).
+   * Deadline for the answer to a liveness ping (sent on a connection quiet for 3 s, from one end):
+   * a peer silent that long is taken as gone, its connections closed and its records dropped
+   * (default 5 s).
    */
   pingTimeoutMs?: number;
   /** Upper bound for one bootstrap dial, default 5 s. */
@@ -116,6 +117,10 @@ export interface P2PStats {
   inboundStreams: Record<string, number>;
   /** Lookups since start: answered locally, and those that asked peers. */
   lookups: { local: number; network: number };
+  /** Open connections (a peer has one unless a duplicate is closing). */
+  connections: number;
+  /** Liveness since start (liveness.ts): pings sent, duplicate connections closed, peers that left a ping unanswered. */
+  liveness: { pings: number; duplicatesClosed: number; unresponsive: number };
 }
 
 export type { CID, Peer, Router };

@@ -1,11 +1,13 @@
 // Mesh and liveness on 5 nodes (127.77.45.x): every node bootstraps from node 1 only and the mesh
 // forms through the members protocol; a digest advertised by two nodes is found from every node;
 // once a provider is known dead it is never yielded nor dialled again. (The same scenario at 25
-// nodes, beyond k, in several processes, is scale.test.ts.)
+// nodes, beyond k, in several processes, is scale.test.ts.) Then, in two processes: a frozen peer
+// (SIGSTOP: its connections stay open and silent) is found by Ferry's liveness ping, and a second
+// connection between two peers is closed.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createP2PNode, type P2PLogger, type P2PNode, type Peer } from '../src/index.ts';
-import { until } from './cluster/harness.ts';
+import { Cluster, until } from './cluster/harness.ts';
 
 const N = 5;
 
@@ -91,4 +93,35 @@ test(`${N} nodes from one bootstrap peer: full mesh, every node finds a digest, 
     dialsBefore,
     'no lookup tried the dead provider once its death was known',
   );
+});
+
+test('a frozen peer (no FIN, no answer) is declared gone through a liveness ping, and a duplicate connection is closed', async (t) => {
+  // two processes, one node each: freezing one (SIGSTOP) leaves its TCP connections open but
+  // silent, as a host that vanished does; only a ping can tell
+  const cluster = new Cluster(2, '127.77.46');
+  t.after(async () => {
+    cluster.signal(1, 'SIGKILL');
+    await cluster.close();
+  });
+  const a = await cluster.start(0, { pingTimeoutMs: 1_000 });
+  const b = await cluster.start(1, { pingTimeoutMs: 1_000, bootstrap: [a.addresses[0] as string] });
+  await until('connected', async () => (await cluster.peers(0)) === 1 && (await cluster.peers(1)) === 1);
+  // b dials a again while connected (as a simultaneous dial from both ends leaves it): both
+  // ends close the same one of the two, the one dialled by the higher peer id
+  await cluster.dialAgain(1, 0);
+  await until(
+    'the duplicate connection closed on both ends',
+    async () => (await cluster.stats(0)).connections === 1 && (await cluster.stats(1)).connections === 1,
+    30_000,
+  );
+  const closed =
+    (await cluster.stats(0)).liveness.duplicatesClosed + (await cluster.stats(1)).liveness.duplicatesClosed;
+  assert.ok(closed >= 1, 'a duplicate was closed');
+  cluster.signal(1, 'SIGSTOP');
+  await until(
+    'node a declares the frozen node gone',
+    async () => (await cluster.events(0)).gone.some((g) => g.peer === b.peerId),
+    30_000,
+  );
+  assert.ok((await cluster.stats(0)).liveness.unresponsive >= 1, 'found by a ping left unanswered');
 });

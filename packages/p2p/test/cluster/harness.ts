@@ -47,6 +47,11 @@ class Worker {
     });
   }
 
+  /** Send a signal to the worker process (SIGSTOP freezes every node in it: a silent host). */
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
   call<T>(cmd: Call): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
@@ -125,6 +130,25 @@ export class Cluster {
   async cpuMs(): Promise<number> {
     const each = await Promise.all(this.workers.map((w) => w.call<number>({ op: 'cpu', node: -1 })));
     return each.reduce((a, b) => a + b, 0);
+  }
+
+  /** Start every worker's CPU profiler, or stop them and return their profiles. */
+  profile(start: boolean): Promise<unknown[]> {
+    return Promise.all(this.workers.map((w) => w.call<unknown>({ op: 'profile', node: -1, start })));
+  }
+
+  /** Node i dials node j once more, forcing a second connection (as a simultaneous dial leaves). */
+  dialAgain(i: number, j: number): Promise<void> {
+    const target = this.nodes.get(j)?.addresses[0];
+    if (target === undefined) {
+      throw new Error(`node ${j} is not running`);
+    }
+    return this.worker(i).call({ op: 'dial', node: i, addr: target });
+  }
+
+  /** Signal the process that runs node i (and every other node in it). */
+  signal(i: number, signal: NodeJS.Signals): void {
+    this.worker(i).kill(signal);
   }
 
   peers(i: number): Promise<number> {

@@ -5,7 +5,9 @@
 // (@ferry/registry, its content in memory) on its own address, routed by the node: the mirror path
 // (a manifest by digest from a peer) can be measured without containerd.
 import { request } from 'node:http';
+import { Session } from 'node:inspector/promises';
 import { createMemoryContentSource, createRegistryServer, type MemoryContentSource } from '@ferry/registry';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createP2PNode, type P2PLogger, type P2PNode } from '../../src/index.ts';
 
 export interface StartArgs {
@@ -53,6 +55,8 @@ export type Command =
   | { id: number; op: 'store'; node: number; manifests: number }
   | { id: number; op: 'get'; node: number; digest: string }
   | { id: number; op: 'cpu'; node: number }
+  | { id: number; op: 'dial'; node: number; addr: string }
+  | { id: number; op: 'profile'; node: number; start: boolean }
   | { id: number; op: 'stop'; node: number };
 
 const nodes = new Map<number, P2PNode>();
@@ -157,6 +161,27 @@ function getThrough(i: number, digest: string): Promise<GetResult> {
   });
 }
 
+let session: Session | undefined;
+
+/** Start the V8 CPU profiler of this process, or stop it and return the profile (JSON). */
+async function profile(start: boolean): Promise<unknown> {
+  if (start) {
+    session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.start');
+    return null;
+  }
+  const s = session;
+  session = undefined;
+  if (s === undefined) {
+    throw new Error('profiler not started');
+  }
+  const { profile: result } = await s.post('Profiler.stop');
+  s.disconnect();
+  return result;
+}
+
 async function run(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case 'start': {
@@ -200,6 +225,19 @@ async function run(cmd: Command): Promise<unknown> {
       const u = process.cpuUsage();
       return (u.user + u.system) / 1000;
     }
+    case 'dial':
+      // the node's libp2p (private): a forced dial opens a second connection to a connected peer
+      await (
+        get(cmd.node) as unknown as {
+          libp2p: { dial(addr: Multiaddr, opts: { force: boolean }): Promise<unknown> };
+        }
+      ).libp2p
+        .dial(multiaddr(cmd.addr), { force: true })
+        // closed at once as a duplicate, possibly before the dial returned
+        .catch(() => {});
+      return null;
+    case 'profile':
+      return await profile(cmd.start);
     case 'store':
       return await store(cmd.node, cmd.manifests);
     case 'get':
