@@ -38,6 +38,8 @@ export const FERRY_MEMBERS_PROTOCOL = '/ferry/members/1.0.0';
 const MAX_ANSWER_BYTES = 128 * 1024;
 /** Addresses taken per member from an answer. */
 const MAX_ADDRS_PER_MEMBER = 4;
+/** Least time between two members requests started by newly identified members. */
+const ASK_SPACING_MS = 1_000;
 /** Mesh dials in flight per node (redials of a lost member are not paced). */
 const MESH_DIAL_CONCURRENCY = 4;
 
@@ -65,6 +67,7 @@ export class Membership {
   /** Members some peer named that are neither connected nor known dead yet (bounded by meshLimit). */
   private readonly heardOf = new Set<string>();
   private lastJoin = 0;
+  private lastAskAt = 0;
   private nextGossipAt = 0;
 
   constructor(init: MembershipInit) {
@@ -110,8 +113,16 @@ export class Membership {
       this.init.log.info({ peer: id.toString() }, 'peer back: connected again after it was declared gone');
     }
     this.heardOf.delete(id.toString());
-    this.lastJoin = Date.now();
-    if (conn !== undefined && this.memberCount() < this.init.meshLimit) {
+    const now = Date.now();
+    this.lastJoin = now;
+    // one answer names every member the peer knows: while the mesh forms, asking each new member
+    // again would cost every node O(members²) entries; gossip (tick) fills what one answer missed
+    if (
+      conn !== undefined &&
+      this.memberCount() < this.init.meshLimit &&
+      now - this.lastAskAt >= ASK_SPACING_MS
+    ) {
+      this.lastAskAt = now;
       this.askMembers(conn).catch((err: unknown) => {
         if (!this.init.stopSignal.aborted) {
           this.init.log.debug({ peer: id.toString(), err: errorText(err) }, 'members request failed');

@@ -38,6 +38,7 @@ import { DEFAULTS, defaultResolver, parseList, positiveInt, validPort } from './
 import { PeerBook } from './peer-book.ts';
 import { privateNetwork } from './private-network.ts';
 import { Provider } from './provide.ts';
+import { FERRY_PROVIDERS_PROTOCOL, handleRecordBatches } from './provider-batches.ts';
 import { ProviderStore } from './provider-store.ts';
 import type { P2PLogger, P2PNode, P2PNodeOptions, P2PStats, Peer } from './types.ts';
 
@@ -299,8 +300,9 @@ class FerryNode implements P2PNode {
       }
     });
     await this.membership.start();
+    await handleRecordBatches(this.libp2p, this.store);
     await this.libp2p.start();
-    for (const protocol of [FERRY_KAD_PROTOCOL, FERRY_MEMBERS_PROTOCOL]) {
+    for (const protocol of [FERRY_KAD_PROTOCOL, FERRY_MEMBERS_PROTOCOL, FERRY_PROVIDERS_PROTOCOL]) {
       countInboundStreams(this.libp2p, protocol, () => {
         this.inbound[protocol] = (this.inbound[protocol] ?? 0) + 1;
       });

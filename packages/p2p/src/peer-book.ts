@@ -6,12 +6,15 @@ import type { Libp2p } from 'libp2p';
 import { ipAndPort } from './address.ts';
 import { type Candidate, kadId } from './batch-provide.ts';
 import { type KadInternals, routingTablePeers } from './kad-internals.ts';
+import { FERRY_PROVIDERS_PROTOCOL } from './provider-batches.ts';
 
 export interface IdentifiedPeer {
   agentVersion?: string;
   listenAddrs: Multiaddr[];
   /** The peer speaks our DHT protocol (a candidate for records). */
   dht: boolean;
+  /** The peer takes records on Ferry's compact protocol (provider-batches.ts). */
+  batches: boolean;
 }
 
 export class PeerBook {
@@ -31,6 +34,7 @@ export class PeerBook {
     const entry: IdentifiedPeer = {
       listenAddrs: result.listenAddrs,
       dht: result.protocols.includes(this.protocol),
+      batches: result.protocols.includes(FERRY_PROVIDERS_PROTOCOL),
     };
     if (result.agentVersion !== undefined) {
       entry.agentVersion = result.agentVersion;

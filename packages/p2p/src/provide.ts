@@ -1,6 +1,8 @@
-// Ferry's provide: batched ADD_PROVIDER per peer instead of kad-dht's per-key provide, refresh at
-// half the record validity, retry of keys that reached no peer, and push of every advertised key to
-// a DHT peer as soon as it connects. Up to `meshLimit` members every record goes to every member
+// Ferry's provide: records sent in batches per peer instead of kad-dht's per-key provide (on
+// Ferry's compact protocol, provider-batches.ts, to peers that speak it; as batched kad
+// ADD_PROVIDER messages otherwise), refresh at half the record validity, retry of keys that
+// reached no peer, every key sent again to a member a send failed to, and push of every advertised
+// key to a DHT peer as soon as it connects. Up to `meshLimit` members every record goes to every member
 // (kad-dht would send it to the k = 20 closest only); beyond, to the k closest, as kad-dht does.
 // kad-dht's RPC handler on every peer receives the records (into Ferry's provider store) and
 // answers GET_PROVIDERS; Ferry decides what to send to whom, and when.
@@ -21,6 +23,7 @@ import type { KadInternals } from './kad-internals.ts';
 import { keyToCid } from './keys.ts';
 import { DEFAULTS, errorText } from './options.ts';
 import type { PeerBook } from './peer-book.ts';
+import { MAX_KEYS_PER_FRAME, sendRecordBatch } from './provider-batches.ts';
 import type { P2PLogger } from './types.ts';
 
 /**
@@ -28,6 +31,9 @@ import type { P2PLogger } from './types.ts';
  * multihashes (read as CIDv0). sha512 digests therefore cannot be advertised or found.
  */
 export const SHA2_256 = 0x12;
+
+/** Keys per stream on Ferry's compact protocol (16 frames, about 560 KB). */
+const COMPACT_KEYS_PER_STREAM = MAX_KEYS_PER_FRAME * 16;
 
 export interface ProviderInit {
   libp2p: Libp2p;
@@ -71,9 +77,12 @@ export class Provider {
   private readonly batches = new Set<Promise<unknown>>();
   /** Peers that got our advertised keys pushed since they connected. */
   private readonly pushedTo = new Set<string>();
+  /** Peers a send of records failed to: they get every key again (bounded by the members). */
+  private readonly repush = new Set<string>();
   private refreshing: Promise<unknown> | undefined;
   private nextRefreshAt = Number.POSITIVE_INFINITY;
   private nextPendingRetryAt = 0;
+  private nextRepushAt = 0;
 
   constructor(init: ProviderInit) {
     this.init = init;
@@ -166,11 +175,25 @@ export class Provider {
 
   onPeerDisconnected(peer: string): void {
     this.pushedTo.delete(peer);
+    this.repush.delete(peer); // a new connection pushes everything anyway
   }
 
-  /** Housekeeping: refresh records half-way to expiry; while ready, retry keys that reached no peer. */
+  /**
+   * Housekeeping: refresh records half-way to expiry; while ready, retry keys that reached no peer
+   * and send every key again to members a send failed to.
+   */
   tick(now: number, ready: boolean): void {
     this.refreshDue(now);
+    if (ready && this.repush.size > 0 && now >= this.nextRepushAt) {
+      this.nextRepushAt = now + DEFAULTS.pendingRetryMs;
+      const members = new Set(this.init.peers.candidates(this.init.isDead).map((c) => c.key));
+      for (const peer of [...this.repush]) {
+        this.repush.delete(peer);
+        if (members.has(peer) && this.wanted.size > 0) {
+          this.runBatch([...this.wanted.keys()], 'retry peer', peer);
+        }
+      }
+    }
     if (!ready || this.pending.size === 0 || now < this.nextPendingRetryAt) {
       return;
     }
@@ -290,8 +313,9 @@ export class Provider {
 
   /**
    * Group `keys` per target peer (every member up to `meshLimit` members, else the k closest to
-   * each key, as kad-dht would pick) and write them in chunks, one stream
-   * per chunk, through the shared queue. Returns the keys that reached at least one peer.
+   * each key, as kad-dht would pick) and write them in chunks, one stream per chunk, through the
+   * shared queue. A peer a chunk failed to gets every key again later (`repush`). Returns the keys
+   * that reached at least one peer.
    */
   private async sendRecords(keys: string[], onlyPeer: string | undefined): Promise<Set<string>> {
     const reached = new Set<string>();
@@ -323,26 +347,60 @@ export class Provider {
       libp2p.peerId.toMultihash().bytes,
       libp2p.getMultiaddrs().map((a) => a.bytes),
     );
+    // a key's ADD_PROVIDER message is the same for every peer: encoded once
+    const encoded = new Map<string, Uint8Array>();
+    const addProvider = (key: string, entry: WantedKey) => {
+      let body = encoded.get(key);
+      if (body === undefined) {
+        body = encodeAddProvider(entry.cid.multihash.bytes, provider);
+        encoded.set(key, body);
+      }
+      return body;
+    };
     const jobs: Promise<void>[] = [];
     for (const { peer, keys: peerKeys } of perPeer.values()) {
-      for (let i = 0; i < peerKeys.length; i += MAX_MESSAGES_PER_STREAM) {
-        const chunk = peerKeys.slice(i, i + MAX_MESSAGES_PER_STREAM);
+      // peers that speak Ferry's compact protocol get the keys alone, in large batches
+      const compact = this.init.peers.get(peer.key)?.batches === true;
+      const chunkSize = compact ? COMPACT_KEYS_PER_STREAM : MAX_MESSAGES_PER_STREAM;
+      for (let i = 0; i < peerKeys.length; i += chunkSize) {
+        const chunk = peerKeys.slice(i, i + chunkSize);
         const send = async () => {
-          const messages: Uint8Array[] = [];
-          for (const key of chunk) {
-            const entry = this.wanted.get(key);
-            if (entry !== undefined) {
-              messages.push(encodeAddProvider(entry.cid.multihash.bytes, provider));
-            }
-          }
-          if (messages.length === 0) {
-            return;
-          }
           const signal = AbortSignal.any([
             AbortSignal.timeout(this.init.provideTimeoutMs),
             this.stopController.signal,
           ]);
-          await sendAddProviders(libp2p, peer.id, this.init.protocol, messages, signal);
+          const live = chunk.flatMap((key) => {
+            const entry = this.wanted.get(key);
+            return entry === undefined ? [] : [[key, entry] as const];
+          });
+          if (live.length === 0) {
+            return;
+          }
+          const once = () =>
+            compact
+              ? sendRecordBatch(
+                  libp2p,
+                  peer.id,
+                  live.map(([, entry]) => entry.cid.multihash.bytes),
+                  signal,
+                )
+              : sendAddProviders(
+                  libp2p,
+                  peer.id,
+                  this.init.protocol,
+                  live.map(([key, entry]) => addProvider(key, entry)),
+                  signal,
+                );
+          try {
+            await once();
+          } catch (err) {
+            // its connection closed under the stream (a duplicate closed, liveness) while another
+            // stays: once more at once
+            if (signal.aborted || !libp2p.getConnections(peer.id).some((c) => c.status === 'open')) {
+              throw err;
+            }
+            await once();
+          }
           for (const key of chunk) {
             reached.add(key);
           }
@@ -350,6 +408,8 @@ export class Provider {
         jobs.push(
           this.queue.add(send, { signal: this.stopController.signal }).catch((err: unknown) => {
             if (!this.stopped) {
+              // sent again to this peer alone (every key) once it is still a member then
+              this.repush.add(peer.key);
               this.log.warn(
                 { peer: peer.key, keys: chunk.length, err: errorText(err) },
                 'sending provider records failed',

@@ -16,6 +16,8 @@ export interface ProviderStoreOptions {
   maxPeers?: number;
   /** Most keys held (records for new keys are dropped beyond it). */
   maxKeys?: number;
+  /** Most records one provider peer may hold (one member cannot fill the store for the others). */
+  maxRecordsPerPeer?: number;
   now?: () => number;
 }
 
@@ -30,6 +32,7 @@ export class ProviderStore {
   private readonly validitySec: number;
   private readonly maxPeers: number;
   private readonly maxKeys: number;
+  private readonly maxRecordsPerPeer: number;
   private readonly now: () => number;
   /** Expiries are seconds since this epoch: small integers, which V8 stores unboxed. */
   private readonly epochSec: number;
@@ -43,6 +46,7 @@ export class ProviderStore {
     this.validitySec = Math.max(1, Math.ceil(opts.validityMs / 1000));
     this.maxPeers = opts.maxPeers ?? 4_096;
     this.maxKeys = opts.maxKeys ?? 1_000_000;
+    this.maxRecordsPerPeer = opts.maxRecordsPerPeer ?? 262_144;
     this.now = opts.now ?? Date.now;
     this.epochSec = Math.floor(this.now() / 1000);
   }
@@ -79,7 +83,7 @@ export class ProviderStore {
       return false;
     }
     const slot = existing ?? this.slotFor(peer);
-    if (slot === undefined) {
+    if (slot === undefined || (this.peers[slot] as PeerSlot).records >= this.maxRecordsPerPeer) {
       return false;
     }
     if (list === undefined) {

@@ -52,3 +52,15 @@ test('provider store: expiry by sweep (own records kept), renewal extends; bound
   store.removePeer(a.toString());
   assert.equal(store.add(key(3), b), true);
 });
+
+test('provider store: one provider peer holds at most maxRecordsPerPeer records; others still fit', async () => {
+  const store = new ProviderStore({ validityMs: 10_000, maxRecordsPerPeer: 3 });
+  const [a, b] = [await peer(), await peer()];
+  for (let i = 0; i < 3; i++) {
+    assert.equal(store.add(key(i), a), true);
+  }
+  assert.equal(store.add(key(3), a), false, 'a fourth record of the same peer is refused');
+  assert.equal(store.add(key(1), a), true, 'renewing a held record still works');
+  assert.equal(store.add(key(3), b), true, 'another peer is not limited by it');
+  assert.equal(store.size, 4);
+});

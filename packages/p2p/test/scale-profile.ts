@@ -3,7 +3,8 @@
 // V8 profiler in every worker process during mesh formation and then during an idle window, and
 // prints per phase the CPU per node, the top functions by self time and the self time per package,
 // summed over the processes. Nothing asserts; run it through the bench slot.
-//   node packages/p2p/test/scale-profile.ts [--nodes 30] [--idle-s 30] [--top 25] [--dir DIR]
+//   node packages/p2p/test/scale-profile.ts [--nodes 30] [--idle-s 30] [--many N] [--top 25] [--dir DIR]
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cluster, until } from './cluster/harness.ts';
@@ -15,6 +16,8 @@ const size = Number(opt('--nodes', '30'));
 const idleMs = Number(opt('--idle-s', '30')) * 1000;
 const top = Number(opt('--top', '25'));
 const dir = args.includes('--dir') ? opt('--dir', '') : undefined;
+/** With --many N: then N digests advertised on node 0, profiled until every node finds them. */
+const many = Number(opt('--many', '0'));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface ProfileNode {
@@ -125,6 +128,32 @@ try {
   await sleep(idleMs);
   const profiledCpu = (await c.cpuMs()) - cpu2;
   report('idle', (await c.profile(false)) as Profile[], profiledCpu, Date.now() - t2);
+  if (many > 0) {
+    const keys = Array.from({ length: many }, () => `sha256:${randomBytes(32).toString('hex')}`);
+    const holder = first.peerId;
+    const probes = [
+      keys[keys.length - 1] as string,
+      ...Array.from({ length: 5 }, (_, n) => keys[n * 97] as string),
+    ];
+    await c.profile(true);
+    const cpu3 = await c.cpuMs();
+    const t3 = Date.now();
+    await c.advertise(0, keys);
+    const advertised = Date.now() - t3;
+    await until(
+      `${many} digests findable`,
+      async () =>
+        (
+          await Promise.all(all.slice(1).flatMap((i) => probes.map((k) => c.lookup(i, k, 2_000, holder))))
+        ).every((r) => r.found.includes(holder)),
+      120_000,
+    );
+    const manyWall = Date.now() - t3;
+    console.log(
+      `\n${many} digests from node 0: advertise() resolved after ${advertised} ms, findable on every node after ${manyWall} ms`,
+    );
+    report('many', (await c.profile(false)) as Profile[], (await c.cpuMs()) - cpu3, manyWall);
+  }
 } finally {
   await c.close();
 }
