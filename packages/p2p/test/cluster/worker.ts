@@ -36,6 +36,8 @@ export interface NodeEvents {
   unreachable: { peer: string; at: number }[];
   /** Peers this node declared dead, with when. */
   gone: { peer: string; at: number }[];
+  /** Peers declared dead that connected again, with when (they are alive from then on). */
+  back: { peer: string; at: number }[];
   /** How often each log message was written (with its error's start, if any). */
   log: Record<string, number>;
 }
@@ -81,6 +83,9 @@ function logger(ev: NodeEvents): P2PLogger {
       count(obj, msg);
       if (msg === 'peer gone: its provider records dropped') {
         ev.gone.push({ peer: (obj as { peer: string }).peer, at: Date.now() });
+      }
+      if (msg === 'peer back: connected again after it was declared gone') {
+        ev.back.push({ peer: (obj as { peer: string }).peer, at: Date.now() });
       }
     },
     warn: count,
@@ -185,7 +190,7 @@ async function profile(start: boolean): Promise<unknown> {
 async function run(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case 'start': {
-      const ev: NodeEvents = { unreachable: [], gone: [], log: {} };
+      const ev: NodeEvents = { unreachable: [], gone: [], back: [], log: {} };
       const node = await createP2PNode({
         listen: { host: cmd.args.host, port: 0 },
         registryPort: registryPort(cmd.node),
@@ -217,7 +222,7 @@ async function run(cmd: Command): Promise<unknown> {
     case 'peers':
       return get(cmd.node).peers().length;
     case 'events':
-      return events.get(cmd.node) ?? { unreachable: [], gone: [], log: {} };
+      return events.get(cmd.node) ?? { unreachable: [], gone: [], back: [], log: {} };
     case 'stats':
       return get(cmd.node).stats();
     case 'cpu': {
