@@ -90,17 +90,10 @@ try {
   await c.profile(true);
   const cpu0 = await c.cpuMs();
   const t0 = Date.now();
-  const bootstrap = [first.addresses[0] as string];
-  for (let i = 1; i < size; i += workers) {
-    const wave = Array.from({ length: Math.min(workers, size - i) }, (_, j) => i + j);
-    await Promise.all(wave.map((n) => c.start(n, { ...common, bootstrap })));
+  if ((await c.startMesh(size, common, 300_000)) < size) {
+    throw new Error('the mesh did not form within 300 s');
   }
   const all = [...c.nodes.keys()];
-  await until(
-    'mesh',
-    async () => (await Promise.all(all.map((i) => c.peers(i)))).every((n) => n === size - 1),
-    300_000,
-  );
   const meshCpu = (await c.cpuMs()) - cpu0;
   report('mesh', (await c.profile(false)) as Profile[], meshCpu, Date.now() - t0);
   await sleep(5_000);

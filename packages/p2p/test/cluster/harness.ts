@@ -146,6 +146,24 @@ export class Cluster {
     return this.worker(i).call({ op: 'dial', node: i, addr: target });
   }
 
+  /**
+   * Start nodes 1..size-1 in waves of one per worker, each bootstrapping from node 0's first
+   * address (node 0 must run), then wait up to `timeoutMs` until every node has every other as a
+   * peer. Resolves to how many nodes did.
+   */
+  async startMesh(size: number, args: Omit<StartArgs, 'host'>, timeoutMs: number): Promise<number> {
+    const bootstrap = [this.nodes.get(0)?.addresses[0] as string];
+    const workers = this.workers.length;
+    for (let i = 1; i < size; i += workers) {
+      const wave = Array.from({ length: Math.min(workers, size - i) }, (_, j) => i + j);
+      await Promise.all(wave.map((n) => this.start(n, { ...args, bootstrap })));
+    }
+    const all = [...this.nodes.keys()];
+    const counts = () => Promise.all(all.map((i) => this.peers(i)));
+    await until('mesh', async () => (await counts()).every((n) => n === size - 1), timeoutMs).catch(() => {});
+    return (await counts()).filter((n) => n === size - 1).length;
+  }
+
   /** Signal the process that runs node i (and every other node in it). */
   signal(i: number, signal: NodeJS.Signals): void {
     this.worker(i).kill(signal);
