@@ -12,12 +12,15 @@
 //   is found by the membership's redial (membership.ts) at once.
 // - One connection per pair: when two peers dial each other at the same time, both keep two
 //   connections (twice the idle cost). The one dialled by the lower peer id stays, whatever the
-//   timing; the dialler of the other closes it.
+//   timing; the dialler of the other closes it once it is idle (no stream) and 2 s old.
 import type { Connection } from '@libp2p/interface';
 import type { Libp2p } from 'libp2p';
 import { connectionMuxer, type MuxerInternals } from './kad-internals.ts';
 import { errorText } from './options.ts';
 import type { P2PLogger } from './types.ts';
+
+/** Least age of a duplicate connection before it is closed. */
+const DUPLICATE_GRACE_MS = 2_000;
 
 export interface LivenessInit {
   libp2p: Libp2p;
@@ -52,10 +55,9 @@ export class Liveness {
     this.self = init.libp2p.peerId.toString();
   }
 
-  /** Call on every new connection: watch what arrives on it, and close a duplicate. */
+  /** Call on every new connection: watch what arrives on it. */
   onConnectionOpen(conn: Connection): void {
     this.watch(conn, Date.now());
-    this.dedupe(conn.remotePeer.toString());
   }
 
   /** Ping the connections that were quiet too long (every housekeeping tick). */
@@ -74,7 +76,7 @@ export class Liveness {
       }
       const peer = w.peer;
       if (seen.has(peer)) {
-        this.dedupe(peer); // a duplicate whose open event came before the other's
+        this.dedupe(peer, now);
       }
       seen.add(peer);
       if (w.pinging) {
@@ -143,9 +145,11 @@ export class Liveness {
    * With two or more open connections to `peer`, keep one: the oldest of those dialled by the lower
    * peer id, else the oldest. Each end closes only connections it dialled itself, so the two ends
    * never close both: the higher id closes its dial when the lower one's exists; a peer that dialled
-   * twice closes its newer one.
+   * twice closes its newer one. A duplicate is closed once it is `DUPLICATE_GRACE_MS` old and
+   * carries no stream: closing it under a dial still completing, an identify or a batch of records
+   * would fail them.
    */
-  private dedupe(peer: string): void {
+  private dedupe(peer: string, now: number): void {
     const conns = this.init.libp2p
       .getConnections()
       .filter((c) => c.status === 'open' && c.remotePeer.toString() === peer);
@@ -158,7 +162,12 @@ export class Liveness {
     const preferred = conns.filter((c) => c.direction === lowerDialled);
     const keep = oldest(preferred.length > 0 ? preferred : conns);
     for (const c of conns) {
-      if (c !== keep && c.direction === 'outbound') {
+      if (
+        c !== keep &&
+        c.direction === 'outbound' &&
+        now - c.timeline.open >= DUPLICATE_GRACE_MS &&
+        c.streams.length === 0
+      ) {
         this.counts.duplicatesClosed++;
         c.close({ signal: AbortSignal.timeout(5_000) }).catch((err: unknown) => {
           c.abort(err instanceof Error ? err : new Error(String(err)));
