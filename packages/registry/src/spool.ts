@@ -242,7 +242,9 @@ export class SpoolEntry {
     return {
       read: async (buffer, offset, length, position) => {
         if (this.state === 'failed') throw this.error;
-        const r = await this.file.read(buffer, offset, length, position);
+        // Never past what is readable (the last byte waits for the digest), whatever the caller asks.
+        const n = Math.max(0, Math.min(length, this.readable() - position));
+        const r = n === 0 ? { bytesRead: 0 } : await this.file.read(buffer, offset, n, position);
         onBytes?.(r.bytesRead);
         return r;
       },

@@ -205,3 +205,36 @@ test('fill gathers small chunks into larger writes; a trickle still reaches read
   assert.equal(b.written, 50_000);
   assert.equal(b.state, 'filling');
 });
+
+test('as a body file, an entry reads only what is readable: the last byte after the digest, an error once it failed', async (t) => {
+  const { spool } = await tempSpool(t);
+  const data = randomBytes(1024 * 1024 + 3);
+  const e = await spool.create(digestOf(data));
+  const body = e.body();
+  const buf = Buffer.alloc(data.length);
+  await e.begin(data.length, undefined);
+  await e.write(data.subarray(0, 1000));
+  assert.equal(await body.readableUpTo?.(0, AbortSignal.timeout(5000)), 1000);
+  // A byte not yet readable is waited for; a read never goes past the readable bytes.
+  const later = body.readableUpTo?.(1000, AbortSignal.timeout(5000));
+  await e.write(data.subarray(1000, data.length));
+  assert.equal(await later, data.length);
+  const { bytesRead } = await body.read(buf, 0, buf.length, 0);
+  assert.equal(bytesRead, data.length);
+  assert.deepEqual(buf, data);
+  await body.close();
+  // Wrong bytes: the last byte is never readable and the reader gets the error.
+  const bad = Buffer.from(data);
+  bad[10] = (bad[10] as number) ^ 1;
+  const f = await spool.create(digestOf(data).replace(/.$/, (c) => (c === '0' ? '1' : '0')));
+  const fb = f.body();
+  await f.begin(bad.length, undefined);
+  await f.write(bad.subarray(0, bad.length - 1));
+  assert.equal((await fb.read(buf, 0, buf.length, 0)).bytesRead, bad.length - 1);
+  assert.equal(await fb.readableUpTo?.(0, AbortSignal.timeout(5000)), bad.length - 1);
+  const waiting = fb.readableUpTo?.(bad.length - 1, AbortSignal.timeout(5000));
+  await assert.rejects(f.write(bad.subarray(bad.length - 1)), SpoolError);
+  await assert.rejects(waiting as Promise<number>, /digest mismatch/);
+  await assert.rejects(fb.read(buf, 0, buf.length, 0), /digest mismatch/);
+  await fb.close();
+});
