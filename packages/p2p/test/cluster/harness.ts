@@ -152,7 +152,11 @@ export class Cluster {
    * peer. Resolves to how many nodes did.
    */
   async startMesh(size: number, args: Omit<StartArgs, 'host'>, timeoutMs: number): Promise<number> {
-    const bootstrap = [this.nodes.get(0)?.addresses[0] as string];
+    const first = this.nodes.get(0)?.addresses[0];
+    if (first === undefined) {
+      throw new Error('node 0 runs no node with a listen address to bootstrap from');
+    }
+    const bootstrap = [first];
     const workers = this.workers.length;
     for (let i = 1; i < size; i += workers) {
       const wave = Array.from({ length: Math.min(workers, size - i) }, (_, j) => i + j);

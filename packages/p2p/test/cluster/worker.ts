@@ -202,6 +202,10 @@ async function run(cmd: Command): Promise<unknown> {
       });
       nodes.set(cmd.node, node);
       events.set(cmd.node, ev);
+      // the listen address, once the transport reports it (a loaded machine can be late)
+      for (let n = 0; n < 100 && node.addresses.length === 0; n++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       if (cmd.args.registry === true) {
         const source = createMemoryContentSource();
         const app = await createRegistryServer({
