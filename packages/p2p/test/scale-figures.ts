@@ -262,7 +262,9 @@ async function measure(size: number, net: number): Promise<Figures> {
 
     const fresh = digest();
     const tRestart = Date.now();
-    await c.start(0, { ...COMMON, dataDir, bootstrap: [c.nodes.get(1)?.addresses[0] as string] });
+    // from any survivor that reported a listen address (the keepers first)
+    const via = survivors.map((i) => c.nodes.get(i)?.addresses[0]).find((a) => a !== undefined);
+    await c.start(0, { ...COMMON, dataDir, ...(via === undefined ? {} : { bootstrap: [via] }) });
     await c.advertise(0, [fresh]);
     const rejoin = await findable(c, survivors, fresh, holder, tRestart, 60_000);
     f.set(
