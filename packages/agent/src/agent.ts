@@ -240,7 +240,8 @@ export async function startAgent(
       {
         upstream: tagPolicy.upstream,
         router,
-        held: async (digest) => (await client.info(digest)) !== undefined,
+        // Peers find the blob through this node's advertisement only once an image names it.
+        held: async (digest) => tracker.advertises(digest) && (await client.info(digest)) !== undefined,
         metrics,
         logger: logger.child({ component: 'first-pull' }),
         ...(peerAuth === undefined ? {} : { peerAuth }),

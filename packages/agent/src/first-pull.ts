@@ -23,7 +23,7 @@ export async function createAgentPullThrough(
   deps: {
     upstream: ContentUpstream;
     router: Pick<P2PNode, 'peerId' | 'advertise' | 'withdraw' | 'lookup'>;
-    /** True once the node's containerd holds the digest. */
+    /** True once the node's containerd holds the digest and advertises it. */
     held(digest: string): Promise<boolean>;
     metrics: FerryMetrics;
     logger: Logger;

@@ -118,6 +118,8 @@ export interface Tracker {
   idle(): Promise<void>;
   /** The media type of a present digest, learned from the descriptor that references it. */
   mediaTypeOf(digest: string): string | undefined;
+  /** True while the key (a digest or a tag key) is advertised. */
+  advertises(key: string): boolean;
   snapshot(): TrackerSnapshot;
   counts(): TrackerCounts;
   /** Cancels a scheduled reconcile and waits for a running one; schedule() is a no-op afterwards. */
@@ -387,6 +389,7 @@ export function createTracker(opts: TrackerOptions): Tracker {
     schedule,
     idle,
     mediaTypeOf: (digest) => mediaTypes.get(digest),
+    advertises: (key) => advertised.has(key),
     snapshot: () => {
       const keys = [...advertised].sort();
       return {

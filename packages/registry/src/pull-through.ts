@@ -57,7 +57,10 @@ export interface PullThroughOptions {
   peerTimeoutMs: number;
   /** A peer's body may stall this long before the next source is tried. Default 10 s. */
   peerIdleMs?: number;
-  /** True once the node's containerd holds the digest (the spool entry is then removed). */
+  /**
+   * True once other nodes can get the digest without this entry: the node's containerd holds it and
+   * it is advertised (the entry and its copy key are then removed).
+   */
   held(digest: string): Promise<boolean>;
   /** A complete entry is removed after this long even if containerd never takes it. Default 10 min. */
   keepMs?: number;
@@ -214,7 +217,10 @@ export class PullThrough {
       error = (err as Error).message;
       t.entry.fail(err as Error);
     } finally {
-      inflight?.withdraw([electionKey(digest), copyKey(digest), fetchKey(digest)]);
+      // The copy key stays while the entry does (until `drop`): a node asking between the end of this
+      // transfer and the moment this node advertises the digest from containerd follows this copy
+      // instead of fetching from the upstream again.
+      inflight?.withdraw([electionKey(digest), fetchKey(digest)]);
       this.opts.observer?.onTransferEnd?.({ ...this.info(t), ...(error === undefined ? {} : { error }) });
       if (error !== undefined) {
         this.opts.log?.warn({ digest, error }, 'pull-through transfer failed');
@@ -356,7 +362,10 @@ export class PullThrough {
   }
 
   private async drop(t: Transfer): Promise<void> {
-    if (this.transfers.get(t.target.digest) === t) this.transfers.delete(t.target.digest);
+    if (this.transfers.get(t.target.digest) === t) {
+      this.transfers.delete(t.target.digest);
+      this.inflight?.withdraw([copyKey(t.target.digest)]);
+    }
     await this.opts.spool.remove(t.entry);
   }
 

@@ -266,6 +266,28 @@ describe('pull-through with first-pull sharing', () => {
     assert.equal(stats.gets, 1);
   });
 
+  it('a node asking after the transfer ended, before the fetcher holds it in containerd, follows that copy', async (t) => {
+    const blob = randomBytes(1024 * 1024);
+    const digest = sha256(blob);
+    const { upstream, stats } = fakeUpstream(blob);
+    const dir = directory();
+    const a = await startNode(t, 'A', dir, upstream);
+    const b = await startNode(t, 'B', dir, upstream);
+    const first = await pull(a.url, digest);
+    assert.ok(first.complete && first.body.equals(blob));
+    // A's transfer is over; its containerd does not hold the blob yet, so nothing advertises it but
+    // the copy key.
+    assert.ok(dir.keys.get(`ferry-copy/${digest}`)?.has('A'), 'the copy key stays while the entry does');
+    const second = await pull(b.url, digest);
+    assert.ok(second.complete && second.body.equals(blob));
+    assert.equal(stats.gets, 1, 'the upstream sent the blob once');
+    // Once A's content store holds it, the entry goes and so does its copy key.
+    a.source.add(blob);
+    const deadline = Date.now() + 10_000;
+    while (dir.keys.get(`ferry-copy/${digest}`)?.has('A') && Date.now() < deadline) await sleep(50);
+    assert.equal(dir.keys.get(`ferry-copy/${digest}`)?.has('A'), false, 'the copy key went with the entry');
+  });
+
   it('the fetcher dies mid-blob: a follower takes over with Range from where its bytes stopped', async (t) => {
     const blob = randomBytes(3 * 1024 * 1024);
     const { upstream, stats } = fakeUpstream(blob, { chunkDelayMs: 4 });
