@@ -1,15 +1,27 @@
-// Ferry's connection liveness, in place of libp2p's connection monitor and yamux's keep-alive.
-// - The connection monitor opened a new `/ipfs/ping` stream on every connection every 10 s from
-//   both ends (stream set-up, protocol negotiation and a peer-store write at each end, each time),
-//   and yamux pinged every connection every 30 s from both ends as well: in a full mesh that was
-//   most of a node's idle CPU. Here a connection is pinged with one yamux PING frame (no stream),
-//   from one end only, and only when nothing arrived on it for a while.
-// - The end with the lower peer id pings once it heard nothing for `quietMs`; the other end only
-//   when it heard nothing for 1.5 × `quietMs` (the first end's pings keep it from it). Any frame
-//   received counts as a sign of life. A ping unanswered within `timeoutMs` means the peer is
-//   gone (a host that vanished closes nothing): every connection to it is aborted and
-//   `onUnresponsive` names it. A peer that stopped or crashed closes its connections itself and
-//   is found by the membership's redial (membership.ts) at once.
+// Ferry's failure detector, in place of libp2p's connection monitor and yamux's keep-alive. Its
+// cost per node does not grow with the cluster: a node pings a bounded number of members, not
+// every connection.
+// - A probe is one yamux PING frame on the peer's connection (no stream). Any frame received on a
+//   connection is a sign of life: a connection carrying traffic is never probed.
+// - Ring: the peers a node has an open connection to, sorted by peer id with the node itself, form
+//   a ring. A node watches its `SUCCESSORS` (2) next peers on it: it probes one once nothing
+//   arrived from it for `quietMs`. In a full mesh every member is watched by its 2 predecessors,
+//   whatever the cluster size; a node sends at most 2 probes per `quietMs` and answers about as
+//   many.
+// - Round robin: every `ROUND_ROBIN_MS` one other peer, in a shuffled round robin, is probed if
+//   quiet: connections outside every ring (a partial mesh, beyond meshLimit) are checked too.
+// - A probe unanswered within `timeoutMs` (and nothing else heard from the peer meanwhile): the
+//   peer is gone. Every connection to it is aborted and `onUnresponsive` names it: the node drops
+//   its records (membership.ts) and tells its members (suspicion.ts), who stop sending lookups to
+//   it at once and confirm with their own probe (`check`) before dropping its records.
+// - Worst case, with the defaults (quietMs 2 s, the 500 ms housekeeping tick, pingTimeoutMs 5 s),
+//   at 100 nodes as at any size within the mesh: a peer that freezes or vanishes (it closes
+//   nothing) is probed by each of its 2 predecessors within 2 + 0.5 s of its last frame, known dead
+//   by them 5 s later (7.5 s), and every member is told over one stream each at once: lookups
+//   everywhere avoid it within about 8 s (target: 10 s); a told member drops its records after its
+//   own probe, within a further 5 s. Two adjacent silent peers: the second is watched by its other
+//   predecessor. A crashed process closes its connections and is found by the membership's redial
+//   (membership.ts) at once.
 // - One connection per pair: when two peers dial each other at the same time, both keep two
 //   connections (twice the idle cost). The one dialled by the lower peer id stays, whatever the
 //   timing; the dialler of the other closes it once it is idle (no stream) and 2 s old.
@@ -21,32 +33,47 @@ import type { P2PLogger } from './types.ts';
 
 /** Least age of a duplicate connection before it is closed. */
 const DUPLICATE_GRACE_MS = 2_000;
+/** Ring successors each node watches. */
+export const SUCCESSORS = 2;
+/** One more peer, in a shuffled round robin, is probed this often (if quiet). */
+export const ROUND_ROBIN_MS = 10_000;
 
 export interface LivenessInit {
   libp2p: Libp2p;
   log: P2PLogger;
-  /** Silence after which the lower-id end pings a connection. */
+  /** Silence after which a watched peer is probed. */
   quietMs: number;
-  /** Deadline of a ping's answer. */
+  /** Deadline of a probe's answer. */
   timeoutMs: number;
-  /** A peer did not answer a ping in time: its connections were aborted. */
+  /** Peers left out of the ring (suspected: being checked already). */
+  skip: (peer: string) => boolean;
+  /** A peer did not answer this node's own probe in time: its connections were aborted. */
   onUnresponsive: (peer: string, reason: string) => void;
   stopSignal: AbortSignal;
 }
 
-interface Watched {
-  /** The remote peer id, as a string (computed once). */
-  peer: string;
-  muxer: MuxerInternals;
+/** What a check of a peer found. */
+export type CheckResult = 'alive' | 'gone' | 'unconnected';
+
+/** Per peer, shared by its connections. */
+interface PeerState {
   lastHeard: number;
-  pinging: boolean;
+  /** The probe in flight. */
+  probing?: Promise<CheckResult>;
 }
 
 export class Liveness {
   private readonly init: LivenessInit;
   private readonly self: string;
-  private readonly watched = new WeakMap<Connection, Watched>();
-  /** Pings sent and duplicate connections closed since start (for the stats). */
+  private readonly watched = new WeakMap<Connection, { peer: string; muxer: MuxerInternals }>();
+  /** Peers with an open connection (pruned every tick). */
+  private readonly peers = new Map<string, PeerState>();
+  private roundRobin: string[] = [];
+  private nextRoundRobinAt = 0;
+  /**
+   * Since start (for the stats): probes sent, duplicate connections closed, peers found gone by this
+   * node's own probes (confirmations of a member's suspicion included).
+   */
   readonly counts = { pings: 0, duplicatesClosed: 0, unresponsive: 0 };
   private warned = false;
 
@@ -60,12 +87,12 @@ export class Liveness {
     this.watch(conn, Date.now());
   }
 
-  /** Ping the connections that were quiet too long (every housekeeping tick). */
+  /** Probe the watched peers that were quiet too long; close duplicates (every housekeeping tick). */
   tick(now: number): void {
     if (this.init.stopSignal.aborted) {
       return;
     }
-    const seen = new Set<string>();
+    const open = new Set<string>();
     for (const conn of this.init.libp2p.getConnections()) {
       if (conn.status !== 'open') {
         continue;
@@ -74,22 +101,120 @@ export class Liveness {
       if (w === undefined) {
         continue;
       }
-      const peer = w.peer;
-      if (seen.has(peer)) {
-        this.dedupe(peer, now);
+      if (open.has(w.peer)) {
+        this.dedupe(w.peer, now);
       }
-      seen.add(peer);
-      if (w.pinging) {
-        continue;
+      open.add(w.peer);
+    }
+    for (const peer of this.peers.keys()) {
+      if (!open.has(peer)) {
+        this.peers.delete(peer);
       }
-      const quiet = this.self < peer ? this.init.quietMs : this.init.quietMs * 1.5;
-      if (now - w.lastHeard >= quiet) {
-        this.ping(conn, w);
+    }
+    const targets = this.successors([...open].filter((p) => !this.init.skip(p)));
+    if (now >= this.nextRoundRobinAt) {
+      this.nextRoundRobinAt = now + ROUND_ROBIN_MS;
+      const next = this.nextRoundRobin(open, targets);
+      if (next !== undefined) {
+        targets.push(next);
+      }
+    }
+    for (const peer of targets) {
+      const state = this.peers.get(peer);
+      if (state !== undefined && state.probing === undefined && now - state.lastHeard >= this.init.quietMs) {
+        this.check(peer).then((result) => {
+          if (result === 'gone') {
+            this.init.onUnresponsive(peer, `no answer to a ping within ${this.init.timeoutMs} ms`);
+          }
+        });
       }
     }
   }
 
-  private watch(conn: Connection, now: number): Watched | undefined {
+  /**
+   * Probe `peer` now (joining a probe in flight): 'alive' if it answered or anything arrived from it
+   * within `timeoutMs`; 'gone' if not (its connections are aborted); 'unconnected' without an open
+   * connection. Never rejects.
+   */
+  check(peer: string): Promise<CheckResult> {
+    const state = this.peers.get(peer);
+    const conn = this.init.libp2p
+      .getConnections()
+      .find((c) => c.status === 'open' && c.remotePeer.toString() === peer);
+    const muxer = conn === undefined ? undefined : this.watched.get(conn)?.muxer;
+    if (state === undefined || conn === undefined || muxer === undefined) {
+      return Promise.resolve('unconnected');
+    }
+    if (state.probing !== undefined) {
+      return state.probing;
+    }
+    this.counts.pings++;
+    const signal = AbortSignal.any([AbortSignal.timeout(this.init.timeoutMs), this.init.stopSignal]);
+    const probing = muxer.ping({ signal }).then(
+      (): CheckResult => {
+        state.lastHeard = Date.now();
+        return 'alive';
+      },
+      (err: unknown): CheckResult => {
+        if (this.init.stopSignal.aborted || conn.status !== 'open') {
+          return 'unconnected';
+        }
+        // a frame may have come in meanwhile: only silence for the whole deadline counts
+        if (Date.now() - state.lastHeard < this.init.timeoutMs) {
+          return 'alive';
+        }
+        this.counts.unresponsive++;
+        this.init.log.info({ peer, err: errorText(err) }, 'peer unresponsive: connections aborted');
+        for (const c of this.init.libp2p.getConnections(conn.remotePeer)) {
+          c.abort(new Error(`no answer to a ping within ${this.init.timeoutMs} ms`));
+        }
+        return 'gone';
+      },
+    );
+    state.probing = probing;
+    probing.finally(() => {
+      state.probing = undefined;
+    });
+    return probing;
+  }
+
+  /** The `SUCCESSORS` peers after this node on the ring of `peers` and itself, sorted by id. */
+  private successors(peers: string[]): string[] {
+    peers.sort();
+    let start = peers.findIndex((p) => p > this.self);
+    if (start < 0) {
+      start = 0;
+    }
+    const out: string[] = [];
+    for (let n = 0; n < Math.min(SUCCESSORS, peers.length); n++) {
+      out.push(peers[(start + n) % peers.length] as string);
+    }
+    return out;
+  }
+
+  /** The next connected peer of the shuffled round robin that is not among `targets`. */
+  private nextRoundRobin(open: Set<string>, targets: string[]): string | undefined {
+    for (let pass = 0; pass < 2; pass++) {
+      while (this.roundRobin.length > 0) {
+        const peer = this.roundRobin.pop() as string;
+        if (open.has(peer) && !targets.includes(peer)) {
+          return peer;
+        }
+      }
+      // a new round: every connected peer once, in random order
+      this.roundRobin = [...open];
+      for (let i = this.roundRobin.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1));
+        [this.roundRobin[i], this.roundRobin[j]] = [
+          this.roundRobin[j] as string,
+          this.roundRobin[i] as string,
+        ];
+      }
+    }
+    return undefined;
+  }
+
+  private watch(conn: Connection, now: number): { peer: string; muxer: MuxerInternals } | undefined {
     const muxer = connectionMuxer(conn);
     if (muxer === undefined) {
       if (!this.warned) {
@@ -98,47 +223,24 @@ export class Liveness {
       }
       return undefined;
     }
-    const w: Watched = { peer: conn.remotePeer.toString(), muxer, lastHeard: now, pinging: false };
+    const peer = conn.remotePeer.toString();
+    let state = this.peers.get(peer);
+    if (state === undefined) {
+      state = { lastHeard: now };
+      this.peers.set(peer, state);
+    }
+    const w = { peer, muxer };
     const onData = muxer.onData.bind(muxer);
     muxer.onData = (buf) => {
-      w.lastHeard = Date.now();
+      // the peer's current state: a connection outliving a prune still counts
+      const s = this.peers.get(peer);
+      if (s !== undefined) {
+        s.lastHeard = Date.now();
+      }
       onData(buf);
     };
     this.watched.set(conn, w);
     return w;
-  }
-
-  private ping(conn: Connection, w: Watched): void {
-    w.pinging = true;
-    this.counts.pings++;
-    const signal = AbortSignal.any([AbortSignal.timeout(this.init.timeoutMs), this.init.stopSignal]);
-    w.muxer
-      .ping({ signal })
-      .then(
-        () => {
-          w.lastHeard = Date.now();
-        },
-        (err: unknown) => {
-          if (this.init.stopSignal.aborted || conn.status !== 'open') {
-            return;
-          }
-          const peer = w.peer;
-          // a frame may have come in meanwhile: only silence for the whole deadline counts
-          if (Date.now() - w.lastHeard < this.init.timeoutMs) {
-            return;
-          }
-          this.counts.unresponsive++;
-          const reason = `no answer to a ping within ${this.init.timeoutMs} ms`;
-          this.init.log.info({ peer, err: errorText(err) }, 'peer unresponsive: connections aborted');
-          for (const c of this.init.libp2p.getConnections(conn.remotePeer)) {
-            c.abort(new Error(reason));
-          }
-          this.init.onUnresponsive(peer, reason);
-        },
-      )
-      .finally(() => {
-        w.pinging = false;
-      });
   }
 
   /**

@@ -22,6 +22,8 @@ export interface LookupInit {
   log: P2PLogger;
   registryPort: number;
   membership: Membership;
+  /** Peers suspected dead by a member and being checked (suspicion.ts): never yielded meanwhile. */
+  isSuspect: (id: string) => boolean;
   /** Aborted when the node stops. */
   stopSignal: AbortSignal;
   /** DHT protocol id (for the direct GET_PROVIDERS round). */
@@ -37,6 +39,11 @@ export class Lookup {
   constructor(init: LookupInit) {
     this.init = init;
     this.log = init.log;
+  }
+
+  /** Known dead, or suspected dead by a member while this node checks. */
+  private avoided(id: string): boolean {
+    return this.init.membership.isDead(id) || this.init.isSuspect(id);
   }
 
   async *lookup(key: string, opts: { signal: AbortSignal }): AsyncGenerator<Peer, void, undefined> {
@@ -100,7 +107,7 @@ export class Lookup {
     seen: Set<string>,
     signal: AbortSignal,
   ): AsyncGenerator<Peer, void, undefined> {
-    const { libp2p, peers, membership, protocol } = this.init;
+    const { libp2p, peers, protocol } = this.init;
     const answers: FoundProvider[][] = [];
     let wake: (() => void) | undefined;
     let done = false;
@@ -110,7 +117,7 @@ export class Lookup {
         libp2p.getConnections(id).find((c) => c.status === 'open'),
       peers,
       protocol,
-      isDead: (id: string) => membership.isDead(id),
+      isDead: (id: string) => this.avoided(id),
     };
     askClosestMembers(init, multihash, libp2p.services.dht.k, round, (providers) => {
       answers.push(providers);
@@ -145,20 +152,21 @@ export class Lookup {
     seen: Set<string>,
     signal: AbortSignal,
   ): AsyncGenerator<Peer, void, undefined> {
-    const { libp2p, membership } = this.init;
+    const { libp2p } = this.init;
     const connected: PeerInfo[] = [];
     const other: PeerInfo[] = [];
     for (const provider of providers) {
       const id = provider.id.toString();
-      if (seen.has(id) || membership.isDead(id)) {
+      if (seen.has(id) || this.avoided(id)) {
         continue;
       }
       seen.add(id);
       (libp2p.getConnections(provider.id).length > 0 ? connected : other).push(provider);
     }
     for (const provider of [...shuffle(connected), ...shuffle(other)]) {
-      // known dead meanwhile (a closed connection's redial failed, a dial of an earlier one)
-      if (membership.isDead(provider.id.toString())) {
+      // known dead or suspected meanwhile (a closed connection's redial failed, a dial of an
+      // earlier one, a member's suspicion)
+      if (this.avoided(provider.id.toString())) {
         continue;
       }
       const peer = await this.toPeer(provider, signal);

@@ -40,6 +40,7 @@ import { privateNetwork } from './private-network.ts';
 import { Provider } from './provide.ts';
 import { FERRY_PROVIDERS_PROTOCOL, handleRecordBatches } from './provider-batches.ts';
 import { ProviderStore } from './provider-store.ts';
+import { FERRY_SUSPECT_PROTOCOL, Suspicion } from './suspicion.ts';
 import type { P2PLogger, P2PNode, P2PNodeOptions, P2PStats, Peer } from './types.ts';
 
 /** DHT protocol id: isolates Ferry clusters from IPFS and other DHTs. */
@@ -141,58 +142,66 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
   });
 
   const meshLimit = positiveInt('meshLimit', opts.meshLimit, DEFAULTS.meshLimit);
-  const node = new FerryNode(libp2p, log, privateKey, validity, pingTimeoutMs, (kad, peers, stopSignal) => {
-    const store = new ProviderStore({ validityMs: validity });
-    installProviderStore(kad, store);
-    const membership = new Membership({
-      libp2p,
-      peers,
-      store,
-      log,
-      meshLimit,
-      settleMs: DEFAULTS.settleMs,
-      dialTimeoutMs,
-      stopSignal,
-    });
-    return {
-      store,
-      membership,
-      provider: new Provider({
+  const node = new FerryNode(
+    libp2p,
+    log,
+    privateKey,
+    validity,
+    pingTimeoutMs,
+    (kad, peers, stopSignal, isSuspect) => {
+      const store = new ProviderStore({ validityMs: validity });
+      installProviderStore(kad, store);
+      const membership = new Membership({
         libp2p,
-        dht: libp2p.services.dht,
-        kad,
         peers,
+        store,
         log,
-        protocol: FERRY_KAD_PROTOCOL,
-        provideConcurrency,
-        provideTimeoutMs,
-        recordValidityMs: validity,
         meshLimit,
-        isDead: (id) => membership.isDead(id),
-      }),
-      bootstrapper: new Bootstrapper({
-        libp2p,
-        log,
-        staticTargets,
-        dnsTargets,
-        resolver,
-        listenHost: opts.listen.host,
+        settleMs: DEFAULTS.settleMs,
         dialTimeoutMs,
-        bootstrapRetryMs,
-        connectedAt: (ip, port) => peers.listensAt(ip, port),
-      }),
-      finder: new Lookup({
-        libp2p,
-        kad,
-        peers,
-        log,
-        registryPort,
-        membership,
         stopSignal,
-        protocol: FERRY_KAD_PROTOCOL,
-      }),
-    };
-  });
+      });
+      return {
+        store,
+        membership,
+        provider: new Provider({
+          libp2p,
+          dht: libp2p.services.dht,
+          kad,
+          peers,
+          log,
+          protocol: FERRY_KAD_PROTOCOL,
+          provideConcurrency,
+          provideTimeoutMs,
+          recordValidityMs: validity,
+          meshLimit,
+          isDead: (id) => membership.isDead(id) || isSuspect(id),
+        }),
+        bootstrapper: new Bootstrapper({
+          libp2p,
+          log,
+          staticTargets,
+          dnsTargets,
+          resolver,
+          listenHost: opts.listen.host,
+          dialTimeoutMs,
+          bootstrapRetryMs,
+          connectedAt: (ip, port) => peers.listensAt(ip, port),
+        }),
+        finder: new Lookup({
+          libp2p,
+          kad,
+          peers,
+          log,
+          registryPort,
+          membership,
+          isSuspect,
+          stopSignal,
+          protocol: FERRY_KAD_PROTOCOL,
+        }),
+      };
+    },
+  );
   await node.start();
   return node;
 }
@@ -239,6 +248,7 @@ class FerryNode implements P2PNode {
   private readonly store: ProviderStore;
   private readonly membership: Membership;
   private readonly liveness: Liveness;
+  private readonly suspicion: Suspicion;
   private readonly sweepMs: number;
   private nextSweepAt = 0;
   private readonly stopController = new AbortController();
@@ -252,7 +262,12 @@ class FerryNode implements P2PNode {
     privateKey: PrivateKey,
     validityMs: number,
     pingTimeoutMs: number,
-    parts: (kad: KadInternals, peers: PeerBook, stopSignal: AbortSignal) => Parts,
+    parts: (
+      kad: KadInternals,
+      peers: PeerBook,
+      stopSignal: AbortSignal,
+      isSuspect: (id: string) => boolean,
+    ) => Parts,
   ) {
     this.libp2p = libp2p;
     this.log = log;
@@ -261,7 +276,18 @@ class FerryNode implements P2PNode {
     this.kad = kadInternals(libp2p.services.dht);
     quietKadMaintenance(libp2p.services.dht, DEFAULTS.kadMaintenanceMs);
     this.peerBook = new PeerBook(libp2p, this.kad, FERRY_KAD_PROTOCOL);
-    const built = parts(this.kad, this.peerBook, this.stopController.signal);
+    const stopSignal = this.stopController.signal;
+    const suspicion = new Suspicion({
+      libp2p,
+      log,
+      timeoutMs: pingTimeoutMs,
+      isMember: (id) => this.peerBook.get(id)?.dht === true,
+      check: (peer) => this.liveness.check(peer),
+      onConfirmed: (peer, reason) => this.membership.declareDead(peer, reason),
+      stopSignal,
+    });
+    this.suspicion = suspicion;
+    const built = parts(this.kad, this.peerBook, stopSignal, (id) => suspicion.isSuspect(id));
     this.provider = built.provider;
     this.bootstrapper = built.bootstrapper;
     this.finder = built.finder;
@@ -272,8 +298,16 @@ class FerryNode implements P2PNode {
       log,
       quietMs: DEFAULTS.livenessQuietMs,
       timeoutMs: pingTimeoutMs,
-      onUnresponsive: (peer, reason) => this.membership.declareDead(peer, reason),
-      stopSignal: this.stopController.signal,
+      skip: (peer) => suspicion.isSuspect(peer),
+      // found by this node's own probe: dead here, and every member told (suspicion.ts)
+      onUnresponsive: (peer, reason) => {
+        this.membership.declareDead(peer, reason);
+        suspicion.tell(
+          peer,
+          this.peerBook.dhtConnected().map((m) => m.id),
+        );
+      },
+      stopSignal,
     });
     this.sweepMs = Math.max(1_000, Math.min(Math.floor(validityMs / 10), 30_000));
   }
@@ -300,9 +334,15 @@ class FerryNode implements P2PNode {
       }
     });
     await this.membership.start();
+    await this.suspicion.start();
     await handleRecordBatches(this.libp2p, this.store);
     await this.libp2p.start();
-    for (const protocol of [FERRY_KAD_PROTOCOL, FERRY_MEMBERS_PROTOCOL, FERRY_PROVIDERS_PROTOCOL]) {
+    for (const protocol of [
+      FERRY_KAD_PROTOCOL,
+      FERRY_MEMBERS_PROTOCOL,
+      FERRY_PROVIDERS_PROTOCOL,
+      FERRY_SUSPECT_PROTOCOL,
+    ]) {
       countInboundStreams(this.libp2p, protocol, () => {
         this.inbound[protocol] = (this.inbound[protocol] ?? 0) + 1;
       });
@@ -341,7 +381,7 @@ class FerryNode implements P2PNode {
       inboundStreams: { ...this.inbound },
       lookups: { ...this.finder.counts },
       connections: this.libp2p.getConnections().length,
-      liveness: { ...this.liveness.counts },
+      liveness: { ...this.liveness.counts, suspicions: { ...this.suspicion.counts } },
     };
   }
 

@@ -9,8 +9,8 @@ export const DEFAULTS = {
   bootstrapRetryMs: 1_000,
   /** Deadline of a liveness ping's answer (liveness.ts): a peer silent that long is gone. */
   pingTimeoutMs: 5_000,
-  /** Silence on a connection after which its lower-id end pings it (liveness.ts). */
-  livenessQuietMs: 3_000,
+  /** Silence from a watched peer (a ring successor, liveness.ts) after which it is pinged. */
+  livenessQuietMs: 2_000,
   /** Interval of kad-dht's self query and routing-table refresh (the members protocol keeps the mesh). */
   kadMaintenanceMs: 60 * 60_000,
   bootstrapRetryMaxMs: 30_000,

@@ -119,8 +119,18 @@ export interface P2PStats {
   lookups: { local: number; network: number };
   /** Open connections (a peer has one unless a duplicate is closing). */
   connections: number;
-  /** Liveness since start (liveness.ts): pings sent, duplicate connections closed, peers that left a ping unanswered. */
-  liveness: { pings: number; duplicatesClosed: number; unresponsive: number };
+  /**
+   * Liveness since start (liveness.ts): pings sent, duplicate connections closed, peers that left
+   * this node's ping unanswered; suspicions (suspicion.ts): suspects this node told its members
+   * of, suspicions received, confirmed by this node's own ping, cleared (the peer answered), and
+   * ignored (rate, bounds, malformed, not from a member, about a peer not connected).
+   */
+  liveness: {
+    pings: number;
+    duplicatesClosed: number;
+    unresponsive: number;
+    suspicions: { told: number; received: number; confirmed: number; cleared: number; ignored: number };
+  };
 }
 
 export type { CID, Peer, Router };
