@@ -24,16 +24,8 @@
  * took ~175 s and the file 336 CPU-s. The chart's settings were not run after the rework.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { keyToCid, PEER_AUTH_HEADER } from '@ferry/p2p';
-import { peerIdFromString } from '@libp2p/peer-id';
-import { buildBundle, bundleFile } from '../../scripts/build.ts';
 import {
-  AGENT_PORTS,
   type BuiltImage,
   buildImage,
   type Cluster,
@@ -44,6 +36,14 @@ import {
   startCluster,
   waitFor,
 } from '../rig/index.ts';
+import {
+  blobBytesByPeer,
+  buildTestBundle,
+  agentCpu as clusterCpu,
+  type DeadAddress,
+  kadDistance,
+  listenAsDead,
+} from '../rig/scale.ts';
 import { digestsOf, layerBytes, waitFindable } from './helpers.ts';
 
 const NODES = Number(process.env.FERRY_E2E_SCALE_NODES ?? 25);
@@ -60,7 +60,7 @@ const WITNESS = NODES;
 
 let cluster: Cluster;
 let img: BuiltImage;
-let bundle: string;
+let bundle: Awaited<ReturnType<typeof buildTestBundle>>;
 let deadPeer: string;
 let livePeer: string;
 const peerIds = new Map<number, string>();
@@ -72,54 +72,7 @@ const note = (what: string) => {
 };
 
 const node = (i: number) => cluster.nodes[i - 1] as ClusterNode;
-
-/** kad-dht's distance: XOR of the SHA-256 of the peer id's multihash and of the key's multihash. */
-function kadDistance(peerId: string, digest: string): bigint {
-  const a = createHash('sha256').update(peerIdFromString(peerId).toMultihash().bytes).digest('hex');
-  const b = createHash('sha256').update(keyToCid(digest).multihash.bytes).digest('hex');
-  return BigInt(`0x${a}`) ^ BigInt(`0x${b}`);
-}
-
-/** A listener on the dead node's registry address: counts each request by the peer that signed it. */
-async function deadAddress(host: string) {
-  const byPeer = new Map<string, number>();
-  let connections = 0;
-  const server: Server = createServer((req) => {
-    const auth = req.headers[PEER_AUTH_HEADER];
-    const peer = /\bpeer=(\S+)/.exec(typeof auth === 'string' ? auth : '')?.[1] ?? 'unsigned';
-    byPeer.set(peer, (byPeer.get(peer) ?? 0) + 1);
-    req.socket.destroy();
-  });
-  server.on('connection', () => connections++);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(AGENT_PORTS.registry, host, resolve);
-  });
-  // It counts, and a client's request fails there: one probe, then the counts start from zero.
-  await assert.rejects(fetch(`http://${host}:${AGENT_PORTS.registry}/v2/`));
-  assert.equal(connections, 1);
-  assert.deepEqual([...byPeer], [['unsigned', 1]]);
-  connections = 0;
-  byPeer.clear();
-  return {
-    byPeer,
-    connections: () => connections,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
-/** Bytes of blobs the node's agent got from peers, by peer id (its /status recent requests). */
-async function blobBytesByPeer(n: ClusterNode): Promise<Map<string, number>> {
-  const status = (await n.agent!.status()) as {
-    recentRequests: { kind?: string; outcome: string; peers?: { id: string; bytes: number }[] }[];
-  };
-  const out = new Map<string, number>();
-  for (const r of status.recentRequests) {
-    if (r.kind !== 'blobs' || r.outcome !== 'peer') continue;
-    for (const p of r.peers ?? []) out.set(p.id, (out.get(p.id) ?? 0) + p.bytes);
-  }
-  return out;
-}
+const agentCpu = () => clusterCpu(cluster);
 
 /** Diagnostics: every 5 s, the agents' peer counts (min/median) and CPU. */
 async function meshSampler() {
@@ -139,13 +92,6 @@ async function meshSampler() {
   }
 }
 
-/** CPU seconds of every running agent (diagnostics only). */
-async function agentCpu(): Promise<number> {
-  const running = cluster.nodes.filter((n) => n.agent?.running());
-  const cpu = await Promise.all(running.map((n) => n.agent!.metric('process_cpu_seconds_total')));
-  return cpu.reduce((a, b) => a + b, 0);
-}
-
 async function pullAndCheck(n: ClusterNode, byDigest: boolean) {
   const ref = byDigest ? `${cluster.upstream.host}/${REPO}@${img.digest}` : cluster.ref(`${REPO}:v1`);
   await n.pull(ref);
@@ -158,15 +104,12 @@ async function pullAndCheck(n: ClusterNode, byDigest: boolean) {
 
 describe(`${NODES} full nodes, a holder killed with the upstream down`, { skip: SKIP }, () => {
   before(async () => {
-    // The bundled build (scripts/build.ts), built afresh from the sources under test; next to the
-    // production bundle (it imports classic-level by its relative path), its own name, removed after.
-    bundle = join(dirname(bundleFile), `ferry-scale-${process.pid}.mjs`);
-    await buildBundle({ outfile: bundle });
+    bundle = await buildTestBundle('scale');
     note('bundle built');
     cluster = await startCluster({
       nodes: NODES,
       startAgents: false,
-      agentEntry: bundle,
+      agentEntry: bundle.file,
       ...(CHART ? { agentEnv: chartEnv(), agentNodeArgs: imageNodeArgs() } : {}),
     });
     note('containerd daemons up, hosts.toml written');
@@ -189,10 +132,10 @@ describe(`${NODES} full nodes, a holder killed with the upstream down`, { skip: 
 
   after(async () => {
     await cluster?.dispose();
-    if (bundle) rmSync(bundle, { force: true });
+    bundle?.remove();
   });
 
-  let dead: Awaited<ReturnType<typeof deadAddress>>;
+  let dead: DeadAddress;
   let askers: ClusterNode[];
   let later: ClusterNode[];
 
@@ -224,7 +167,7 @@ describe(`${NODES} full nodes, a holder killed with the upstream down`, { skip: 
 
     await cluster.upstream.stop();
     await node(DEAD).agent!.kill();
-    dead = await deadAddress(node(DEAD).host);
+    dead = await listenAsDead(node(DEAD).host);
     t.after(() => dead.close());
     const servedBefore = await node(LIVE).agent!.metric('ferry_peer_served_bytes_total');
     note('upstream stopped, holder killed');
