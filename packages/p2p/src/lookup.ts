@@ -61,8 +61,10 @@ export class Lookup {
     // cost every node CPU for nothing). Otherwise kad-dht's iterative query follows the local hits.
     const complete = membership.settled();
     let found = 0;
+    let stored = 0;
     try {
       const local = await this.init.kad.providers.getProviders(cid, { signal });
+      stored = local.length;
       for await (const peer of this.yieldPeers(
         local.map((id) => ({ id, multiaddrs: [] })),
         seen,
@@ -78,6 +80,10 @@ export class Lookup {
     }
     if (complete || signal.aborted) {
       this.counts.local++;
+      if (found === 0 && !signal.aborted) {
+        // a miss answered from the store alone: the records it held (of peers known dead, or unreachable)
+        this.log.debug({ key, stored }, 'lookup: no provider in the settled local store');
+      }
       return;
     }
     this.counts.network++;
@@ -91,13 +97,19 @@ export class Lookup {
     try {
       for await (const event of libp2p.services.dht.findProviders(cid, { signal })) {
         if (event.name === 'PROVIDER') {
-          yield* this.yieldPeers(event.providers, seen, signal);
+          for await (const peer of this.yieldPeers(event.providers, seen, signal)) {
+            found++;
+            yield peer;
+          }
         }
       }
     } catch (err) {
       if (!signal.aborted) {
         this.log.warn({ key, err: errorText(err) }, 'provider lookup failed');
       }
+    }
+    if (found === 0 && !signal.aborted) {
+      this.log.debug({ key, stored }, 'lookup: no provider from the store, the closest members or the DHT');
     }
   }
 
