@@ -39,6 +39,11 @@ export interface TagResolverOptions {
   upstreamTimeoutMs?: number;
   /** Deadline for peers' last-known answers during an upstream outage. Default 1000 ms. */
   peerAnswerTimeoutMs?: number;
+  /**
+   * With no peer answer in at that deadline while a question is pending, how much longer to wait for
+   * the first one (a loaded holder answers late). Default 2000 ms.
+   */
+  peerAnswerGraceMs?: number;
   /** Most peers asked for their last-known answer. Default 3. */
   maxPeerAnswers?: number;
   /** Clock (ms since epoch) for resolvedAt and ages. Default Date.now. */
@@ -133,6 +138,7 @@ export function createTagResolver(opts: TagResolverOptions, deps: TagResolverDep
           ...ref,
           key: tagKey(ref.registry, ref.repository, ref.tag),
           timeoutMs: opts.peerAnswerTimeoutMs ?? 1000,
+          graceMs: opts.peerAnswerGraceMs ?? 2000,
           maxPeers: Math.max(1, opts.maxPeerAnswers ?? 3),
         },
         signal,

@@ -22,8 +22,14 @@ export interface PeerTagQuery {
   tag: string;
   /** The tag key '<registry>/<repo>:<tag>' peers advertise. */
   key: string;
-  /** Whole deadline of the lookup and the questions. */
+  /** Deadline of the lookup and the questions once an answer is in (or nothing is pending). */
   timeoutMs: number;
+  /**
+   * With no answer in at `timeoutMs` while the lookup or a question is still pending, how much longer
+   * to wait for the first answer (default 0). A loaded holder answers late, not never; the whole wait
+   * stays bounded by `timeoutMs + graceMs`.
+   */
+  graceMs?: number;
   /** Stop at this many answers; at most four times as many peers are asked (some may hold nothing). */
   maxPeers: number;
 }
@@ -67,8 +73,9 @@ async function headPeer(
 /**
  * Finds peers advertising a tag key and asks each (HEAD, `X-Ferry-Mirrored`) which digest the tag names
  * and when that was resolved. Stops at `maxPeers` answers, when the lookup has ended and every question
- * is answered, at the deadline (this path runs only when the upstream cannot answer, so it waits for a
- * first answer), or, once an answer is in, when the router has yielded nothing new for
+ * is answered, at the deadline once an answer is in (this path runs only when the upstream cannot
+ * answer, so without one it waits for a first answer up to `graceMs` longer while something is
+ * pending), or, once an answer is in, when the router has yielded nothing new for
  * `s.resolveTimeoutMs` while no question is in flight. Never throws.
  */
 export async function askPeersForTag(
@@ -77,7 +84,9 @@ export async function askPeersForTag(
   signal: AbortSignal,
 ): Promise<PeerTagAnswer[]> {
   const done = new AbortController();
-  const all = AbortSignal.any([signal, done.signal, AbortSignal.timeout(Math.max(1, q.timeoutMs))]);
+  const soft = AbortSignal.timeout(Math.max(1, q.timeoutMs));
+  const hard = AbortSignal.timeout(Math.max(1, q.timeoutMs + Math.max(0, q.graceMs ?? 0)));
+  const all = AbortSignal.any([signal, done.signal, hard]);
   const answers: PeerTagAnswer[] = [];
   const asked = new Set<string>();
   // Peers that advertise the key but answer nothing (Sybils, departed content) must not use up the questions.
@@ -87,6 +96,7 @@ export async function askPeersForTag(
   let wake: (() => void) | undefined;
   const poke = () => wake?.();
   all.addEventListener('abort', poke, { once: true });
+  soft.addEventListener('abort', poke, { once: true });
   let lastEvent = performance.now();
 
   void (async () => {
@@ -121,6 +131,8 @@ export async function askPeersForTag(
   try {
     while (!all.aborted) {
       if (answers.length >= q.maxPeers) break;
+      // Past the deadline: go with the answers in; with none, only the grace is left for the first.
+      if (soft.aborted && answers.length > 0) break;
       if (inflight === 0 && (lookupDone || asked.size >= maxAsked)) break;
       let waitMs = Number.POSITIVE_INFINITY;
       if (inflight === 0 && answers.length > 0) {
@@ -139,6 +151,7 @@ export async function askPeersForTag(
     }
   } finally {
     all.removeEventListener('abort', poke);
+    soft.removeEventListener('abort', poke);
     done.abort();
   }
   return [...answers];

@@ -413,6 +413,65 @@ describe('last-known answers from peers', () => {
     assert.equal(ev.list[0]?.peer, 'A');
     assert.equal(ev.list[0]?.tag?.outcome, 'last-known');
   });
+
+  /** Peer A holds v1; between the nodes, a relay that holds A's tag answer back `delayMs` (or forever). */
+  async function latePeer(t: TestContext, delayMs: number) {
+    const img = sampleImage(1000);
+    const aStore = createMemoryTagStore();
+    const ref = { registry: 'docker.io', repository: 'library/app', tag: 'v1' };
+    await aStore.record({
+      ...ref,
+      digest: img.manifestDigest,
+      resolvedAt: Date.now() - 60_000,
+      source: 'upstream',
+    });
+    const a = await startPeer(t, 'A', { tags: { modeFor: () => 'verify', lastKnown: aStore } });
+    storeImage(a.source, img);
+    const relay = createServer(async (req, res) => {
+      const up = await request(`http://${a.peer.host}:${a.peer.port}${req.url}`, {
+        method: req.method as 'GET' | 'HEAD',
+        headers: req.headers as Record<string, string>,
+      });
+      const body = Buffer.from(await up.body.arrayBuffer());
+      if (req.method === 'HEAD' && Number.isFinite(delayMs)) await new Promise((r) => setTimeout(r, delayMs));
+      else if (req.method === 'HEAD') return; // never answers
+      res.writeHead(up.statusCode, up.headers as Record<string, string>);
+      res.end(body);
+    });
+    const host = loopback();
+    await new Promise<void>((resolve) => relay.listen(0, host, resolve));
+    t.after(
+      () =>
+        new Promise<void>((resolve) => {
+          relay.closeAllConnections();
+          relay.close(() => resolve());
+        }),
+    );
+    const via: Peer = { id: 'A', host, port: (relay.address() as { port: number }).port };
+    const { upstream } = fakeUpstream(() => ({ kind: 'unavailable', reason: 'connection refused' }));
+    return { img, via, upstream };
+  }
+
+  it('the one holder answers after the deadline: its late answer is taken within the grace', async (t) => {
+    // On a loaded node the only live holder answered a tag question in more than the 1 s deadline and
+    // the pull failed (30-node rig bench); here the deadline is 150 ms and the answer comes after 400.
+    const { img, via, upstream } = await latePeer(t, 400);
+    const providers = { [KEY]: [via], [img.manifestDigest]: [via] };
+    const b = await node(t, providers, { upstream, peerAnswerTimeoutMs: 150, peerAnswerGraceMs: 2_000 });
+    const res = await b.app.inject({ url: URL_V1 });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['docker-content-digest'], img.manifestDigest);
+    assert.equal(b.ev.list[0]?.tag?.outcome, 'last-known');
+  });
+
+  it('a holder that never answers holds the request no longer than deadline + grace: 404', async (t) => {
+    const { img, via, upstream } = await latePeer(t, Number.POSITIVE_INFINITY);
+    const providers = { [KEY]: [via], [img.manifestDigest]: [via] };
+    const b = await node(t, providers, { upstream, peerAnswerTimeoutMs: 100, peerAnswerGraceMs: 200 });
+    const res = await b.app.inject({ url: URL_V1 });
+    assert.equal(res.statusCode, 404);
+    assert.equal(b.ev.list[0]?.tag?.outcome, 'miss');
+  });
 });
 
 describe('a peer tag answer on the wire', () => {
