@@ -98,7 +98,9 @@ async function race(s: MirrorSettings, t: MirrorTarget, signal: AbortSignal): Pr
   const start = (peer: Peer) => {
     attempts++;
     const ac = new AbortController();
-    const settled = fetchPeer(s, t, peer, AbortSignal.any([signal, ac.signal]), t.range).then(
+    // Nothing else to fail over to: the lookup is over and no other fetch is in flight.
+    const lastPeer = () => peers.exhausted && inflight.size === 1;
+    const settled = fetchPeer(s, t, peer, AbortSignal.any([signal, ac.signal]), t.range, { lastPeer }).then(
       (attempt): Settled => ({ peer, attempt }),
       (error: unknown): Settled => ({ peer, error }),
     );

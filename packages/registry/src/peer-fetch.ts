@@ -167,6 +167,7 @@ export async function fetchPeer(
   peer: Peer,
   signal: AbortSignal,
   range: string | undefined,
+  opts: { lastPeer?: () => boolean } = {},
 ): Promise<Attempt> {
   const ac = new AbortController();
   const onAbort = () => ac.abort(signal.reason);
@@ -175,10 +176,23 @@ export async function fetchPeer(
   const isBlobGet = t.kind === 'blobs' && t.method === 'GET';
   const timeoutMs = isBlobGet ? s.peerTimeoutMs : s.metadataTimeoutMs;
   // Headers (and a whole manifest) within the deadline; a blob body then has undici's bodyTimeout.
+  // A manifest or HEAD from the one peer left to ask (`lastPeer`: no other to fail over to) gets the
+  // peer timeout instead: on a loaded node the only holder answers late, and giving up is a 404.
   const deadline = AbortSignal.timeout(timeoutMs);
-  const onDeadline = () => ac.abort(new PeerError(`no answer within ${timeoutMs} ms`));
+  let extended: AbortSignal | undefined;
+  const giveUp = (ms: number) => ac.abort(new PeerError(`no answer within ${ms} ms`));
+  const onExtended = () => giveUp(s.peerTimeoutMs);
+  const onDeadline = () => {
+    if (timeoutMs < s.peerTimeoutMs && opts.lastPeer?.() === true) {
+      extended = AbortSignal.timeout(s.peerTimeoutMs - timeoutMs);
+      extended.addEventListener('abort', onExtended, { once: true });
+    } else giveUp(timeoutMs);
+  };
   deadline.addEventListener('abort', onDeadline, { once: true });
-  const clearDeadline = () => deadline.removeEventListener('abort', onDeadline);
+  const clearDeadline = () => {
+    deadline.removeEventListener('abort', onDeadline);
+    extended?.removeEventListener('abort', onExtended);
+  };
   const started = performance.now();
   const headers: Record<string, string> = { [MIRRORED_HEADER]: 'true', 'user-agent': s.userAgent };
   if (t.kind === 'manifests') headers.accept = manifestAcceptTypes.join(', ');

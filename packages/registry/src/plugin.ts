@@ -47,7 +47,7 @@ export interface RegistryPluginOptions {
   mirrorResolveRetries?: number;
   /** Deadline for a peer's response headers on blob GETs (also the body idle timeout). Default 2000 ms. */
   peerTimeoutMs?: number;
-  /** Deadline for a whole manifest fetch or HEAD from a peer. Default 1000 ms. */
+  /** Deadline for a whole manifest fetch or HEAD from a peer (`peerTimeoutMs` for the one peer left). Default 1000 ms. */
   peerMetadataTimeoutMs?: number;
   /** Start the next peer when the current one has not answered within this delay. 'adaptive' (default): p90 of observed latency; Infinity: no hedging. */
   hedgeDelayMs?: number | 'adaptive';

@@ -143,6 +143,45 @@ describe('mirroring from peers', () => {
     assert.deepEqual(miss.json().errors[0].detail, { attempts: 2 });
   });
 
+  it('waits past the manifest deadline for the one peer left, up to peerTimeoutMs', async (t) => {
+    // On the loaded 30-node rig the only live holder answered manifest HEADs after the 1 s deadline,
+    // and the asker answered 404. Here the deadline is 150 ms and the holder answers after 400.
+    const img = sampleImage(1000);
+    const good = await startPeer(t, 'good');
+    storeImage(good.source, img);
+    const late = (delayMs: number) =>
+      startRawPeer(t, 'late', async (req, res) => {
+        const up = await request(`http://${good.peer.host}:${good.peer.port}${req.url}`, {
+          method: req.method as 'GET' | 'HEAD',
+          headers: req.headers as Record<string, string>,
+        });
+        const body = Buffer.from(await up.body.arrayBuffer());
+        if (!Number.isFinite(delayMs)) return; // never answers
+        await new Promise((r) => setTimeout(r, delayMs));
+        res.writeHead(up.statusCode, up.headers as Record<string, string>);
+        res.end(body);
+      });
+    const holder = await late(400);
+    const opts = { peerTimeoutMs: 2_000, peerMetadataTimeoutMs: 150 };
+    const { app } = await node(t, { [img.manifestDigest]: [holder.peer] }, opts);
+    for (const method of ['HEAD', 'GET'] as const) {
+      const res = await app.inject({ method, url: `/v2/library/app/manifests/${img.manifestDigest}` });
+      assert.equal(res.statusCode, 200, method);
+    }
+    // A peer that never answers holds the request no longer than peerTimeoutMs: 404.
+    const silent = await late(Number.POSITIVE_INFINITY);
+    const { app: app2 } = await node(
+      t,
+      { [img.manifestDigest]: [silent.peer] },
+      { ...opts, peerTimeoutMs: 400 },
+    );
+    const miss = await app2.inject({
+      method: 'HEAD',
+      url: `/v2/library/app/manifests/${img.manifestDigest}`,
+    });
+    assert.equal(miss.statusCode, 404);
+  });
+
   it('hedges to the next peer when the first is slow', async (t) => {
     const img = sampleImage(20_000);
     const silent = await startSilentPeer(t, 'silent');
