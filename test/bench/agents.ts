@@ -14,14 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { registryRequest } from '../e2e/helpers.ts';
-import {
-  type BuiltImage,
-  buildImage,
-  type Cluster,
-  type ClusterNode,
-  pushImage,
-  startCluster,
-} from '../rig/index.ts';
+import type { BuiltImage, Cluster, ClusterNode } from '../rig/index.ts';
+import { buildImage, pushImage, startCluster } from '../rig/index.ts';
 import { agentCpu, buildTestBundle, connectedPeers, type DeadAddress, listenAsDead } from '../rig/scale.ts';
 import { percentile, pool } from './measure.ts';
 

@@ -5,6 +5,7 @@ import type { TestContext } from 'node:test';
 import type { Peer, PeerAuth, PeerResponseProof } from '@ferry/interface';
 import { MediaTypes } from '@ferry/oci';
 import type { FastifyInstance } from 'fastify';
+import { request as undiciRequest } from 'undici';
 import {
   createMemoryContentSource,
   createMemoryRouter,
@@ -106,6 +107,30 @@ export async function startRawPeer(
   const addr = server.address();
   if (addr === null || typeof addr === 'string') throw new Error('no address');
   return { peer: { id, host, port: addr.port }, server, requests };
+}
+
+/**
+ * A peer `id` in front of `target`: every request is passed on as is; `shape` may change the answer's
+ * headers, delay it, or hold it forever (return false: never answered).
+ */
+export async function startRelay(
+  t: TestContext,
+  id: string,
+  target: Peer,
+  shape: (req: IncomingMessage, headers: Record<string, string>) => boolean | Promise<boolean> = () => true,
+): Promise<Peer> {
+  const relay = await startRawPeer(t, id, async (req, res) => {
+    const up = await undiciRequest(`http://${target.host}:${target.port}${req.url}`, {
+      method: req.method as 'GET' | 'HEAD',
+      headers: req.headers as Record<string, string>,
+    });
+    const body = Buffer.from(await up.body.arrayBuffer());
+    const headers = { ...up.headers } as Record<string, string>;
+    if (!(await shape(req, headers))) return;
+    res.writeHead(up.statusCode, headers);
+    res.end(body);
+  });
+  return relay.peer;
 }
 
 /** A peer that accepts TCP connections and never answers. */

@@ -18,6 +18,7 @@ import {
   startFlakyPeer,
   startPeer,
   startRawPeer,
+  startRelay,
   startSilentPeer,
   storeImage,
   until,
@@ -150,31 +151,21 @@ describe('mirroring from peers', () => {
     const good = await startPeer(t, 'good');
     storeImage(good.source, img);
     const late = (delayMs: number) =>
-      startRawPeer(t, 'late', async (req, res) => {
-        const up = await request(`http://${good.peer.host}:${good.peer.port}${req.url}`, {
-          method: req.method as 'GET' | 'HEAD',
-          headers: req.headers as Record<string, string>,
-        });
-        const body = Buffer.from(await up.body.arrayBuffer());
-        if (!Number.isFinite(delayMs)) return; // never answers
+      startRelay(t, 'late', good.peer, async () => {
+        if (!Number.isFinite(delayMs)) return false; // never answers
         await new Promise((r) => setTimeout(r, delayMs));
-        res.writeHead(up.statusCode, up.headers as Record<string, string>);
-        res.end(body);
+        return true;
       });
     const holder = await late(400);
     const opts = { peerTimeoutMs: 2_000, peerMetadataTimeoutMs: 150 };
-    const { app } = await node(t, { [img.manifestDigest]: [holder.peer] }, opts);
+    const { app } = await node(t, { [img.manifestDigest]: [holder] }, opts);
     for (const method of ['HEAD', 'GET'] as const) {
       const res = await app.inject({ method, url: `/v2/library/app/manifests/${img.manifestDigest}` });
       assert.equal(res.statusCode, 200, method);
     }
     // A peer that never answers holds the request no longer than peerTimeoutMs: 404.
     const silent = await late(Number.POSITIVE_INFINITY);
-    const { app: app2 } = await node(
-      t,
-      { [img.manifestDigest]: [silent.peer] },
-      { ...opts, peerTimeoutMs: 400 },
-    );
+    const { app: app2 } = await node(t, { [img.manifestDigest]: [silent] }, { ...opts, peerTimeoutMs: 400 });
     const miss = await app2.inject({
       method: 'HEAD',
       url: `/v2/library/app/manifests/${img.manifestDigest}`,

@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { describe, it, type TestContext } from 'node:test';
 import type { Peer, TagMode, TagUpstream, UpstreamOutcome } from '@ferry/interface';
 import { tagKey } from '@ferry/oci';
-import { request } from 'undici';
 import {
   createMemoryContentSource,
   createMemoryRouter,
@@ -15,7 +13,7 @@ import {
   type RegistryServerOptions,
   type TagResolverOptions,
 } from '../src/index.ts';
-import { clearAuth, events, loopback, sampleImage, startPeer, storeImage } from './helpers.ts';
+import { clearAuth, events, sampleImage, startPeer, startRelay, storeImage } from './helpers.ts';
 
 const KEY = tagKey('docker.io', 'library/app', 'v1');
 const URL_V1 = '/v2/library/app/manifests/v1?ns=docker.io';
@@ -101,6 +99,22 @@ async function node(
   });
   t.after(() => app.close());
   return { app, ev, source, store };
+}
+
+/** Peer A, holding docker.io/library/app:v1 as resolved by the upstream a minute ago. */
+async function holderOfV1(t: TestContext, extra: Pick<RegistryServerOptions, 'peerAuth'> = {}) {
+  const img = sampleImage(1000);
+  const aStore = createMemoryTagStore();
+  const ref = { registry: 'docker.io', repository: 'library/app', tag: 'v1' };
+  await aStore.record({
+    ...ref,
+    digest: img.manifestDigest,
+    resolvedAt: Date.now() - 60_000,
+    source: 'upstream',
+  });
+  const a = await startPeer(t, 'A', { ...extra, tags: { modeFor: () => 'verify', lastKnown: aStore } });
+  storeImage(a.source, img);
+  return { img, a };
 }
 
 describe('tag modes in the registry', () => {
@@ -416,38 +430,13 @@ describe('last-known answers from peers', () => {
 
   /** Peer A holds v1; between the nodes, a relay that holds A's tag answer back `delayMs` (or forever). */
   async function latePeer(t: TestContext, delayMs: number) {
-    const img = sampleImage(1000);
-    const aStore = createMemoryTagStore();
-    const ref = { registry: 'docker.io', repository: 'library/app', tag: 'v1' };
-    await aStore.record({
-      ...ref,
-      digest: img.manifestDigest,
-      resolvedAt: Date.now() - 60_000,
-      source: 'upstream',
+    const { img, a } = await holderOfV1(t);
+    const via = await startRelay(t, 'A', a.peer, async (req) => {
+      if (req.method !== 'HEAD') return true;
+      if (!Number.isFinite(delayMs)) return false; // never answers
+      await new Promise((r) => setTimeout(r, delayMs));
+      return true;
     });
-    const a = await startPeer(t, 'A', { tags: { modeFor: () => 'verify', lastKnown: aStore } });
-    storeImage(a.source, img);
-    const relay = createServer(async (req, res) => {
-      const up = await request(`http://${a.peer.host}:${a.peer.port}${req.url}`, {
-        method: req.method as 'GET' | 'HEAD',
-        headers: req.headers as Record<string, string>,
-      });
-      const body = Buffer.from(await up.body.arrayBuffer());
-      if (req.method === 'HEAD' && Number.isFinite(delayMs)) await new Promise((r) => setTimeout(r, delayMs));
-      else if (req.method === 'HEAD') return; // never answers
-      res.writeHead(up.statusCode, up.headers as Record<string, string>);
-      res.end(body);
-    });
-    const host = loopback();
-    await new Promise<void>((resolve) => relay.listen(0, host, resolve));
-    t.after(
-      () =>
-        new Promise<void>((resolve) => {
-          relay.closeAllConnections();
-          relay.close(() => resolve());
-        }),
-    );
-    const via: Peer = { id: 'A', host, port: (relay.address() as { port: number }).port };
     const { upstream } = fakeUpstream(() => ({ kind: 'unavailable', reason: 'connection refused' }));
     return { img, via, upstream };
   }
@@ -476,37 +465,14 @@ describe('last-known answers from peers', () => {
 
 describe('a peer tag answer on the wire', () => {
   it('X-Ferry-Resolved-At is signed: an answer whose time was changed on the way is not taken', async (t) => {
-    const img = sampleImage(1000);
-    const aStore = createMemoryTagStore();
-    const ref = { registry: 'docker.io', repository: 'library/app', tag: 'v1' };
-    await aStore.record({
-      ...ref,
-      digest: img.manifestDigest,
-      resolvedAt: Date.now() - 60_000,
-      source: 'upstream',
-    });
-    const a = await startPeer(t, 'A', {
-      peerAuth: clearAuth('A'),
-      tags: { modeFor: () => 'verify', lastKnown: aStore },
-    });
-    storeImage(a.source, img);
+    const { img, a } = await holderOfV1(t, { peerAuth: clearAuth('A') });
     // Between the nodes, a relay that passes everything on, with the resolution time changed when told.
     let tamper = false;
-    const relay = createServer(async (req, res) => {
-      const up = await request(`http://${a.peer.host}:${a.peer.port}${req.url}`, {
-        method: req.method as 'GET' | 'HEAD',
-        headers: req.headers as Record<string, string>,
-      });
-      const headers = { ...up.headers };
+    const via = await startRelay(t, 'A', a.peer, (_req, headers) => {
       if (tamper && headers['x-ferry-resolved-at'] !== undefined)
         headers['x-ferry-resolved-at'] = String(Date.now());
-      res.writeHead(up.statusCode, headers as Record<string, string>);
-      res.end(Buffer.from(await up.body.arrayBuffer()));
+      return true;
     });
-    const host = loopback();
-    await new Promise<void>((resolve) => relay.listen(0, host, resolve));
-    t.after(() => new Promise<void>((resolve) => relay.close(() => resolve())));
-    const via: Peer = { id: 'A', host, port: (relay.address() as { port: number }).port };
     const { upstream } = fakeUpstream(() => ({ kind: 'unavailable', reason: '503' }));
     const b = await node(
       t,
