@@ -16,8 +16,9 @@
  * counts. On the 2-core test machine (figures in test/rig/README.md) it passed 2 of 3 runs alone, in
  * 83-96 s (122-149 CPU-s, the mesh complete after 62-82 s), with the p2p liveness rework of 3f1f5d3;
  * the third failed: two of the six pulls had a manifest GET by digest answered 404 by their own agent
- * while the live holder was up (the 1 s metadata deadline giving up on the only peer, as the 30-node
- * bench's logs show; fixed in 02f1a3e with the tag-answer grace of 3b926dd). Its one run after them
+ * while the live holder was up (its logs were not kept; most likely the 1 s metadata deadline giving
+ * up on the only peer, a failure the 30-node bench's logs show; 02f1a3e gives that peer 2 s, 3b926dd
+ * gives late tag answers a grace). Its one run after them
  * failed 3 of 6 pulls one step later: blob GETs to the one live holder, serving the six askers' 30 blob
  * GETs at once, got no headers within the 2 s peer deadline. Before that
  * rework: next to other heavy tests the mesh took minutes or did not form (live peers' connections
