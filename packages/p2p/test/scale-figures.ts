@@ -30,6 +30,11 @@ const digest = () => `sha256:${randomBytes(32).toString('hex')}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const RESOLVE_TIMEOUT_MS = 20;
 const COMMON = { pingTimeoutMs: 30_000, dialTimeoutMs: 20_000, registry: true };
+/** `--parts idle,findable,registry,many,churn,restart`: measure only these (all by default). */
+const PARTS = process.argv.includes('--parts')
+  ? new Set((process.argv[process.argv.indexOf('--parts') + 1] ?? '').split(','))
+  : undefined;
+const part = (name: string) => PARTS === undefined || PARTS.has(name);
 
 export function pct(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
@@ -63,14 +68,23 @@ async function streamsPerNodeMinute(
   return ((await total()) - before) / ids.length / ((Date.now() - t0) / 60_000);
 }
 
-/** Time (ms from `t0`) until each of `ids` finds `key` on `want`. */
-async function findable(c: Cluster, ids: number[], key: string, want: string, t0: number, limitMs: number) {
+/** Time (ms from `t0`) until each of `ids` finds `key` on `want` (also by node, into `byNode`). */
+async function findable(
+  c: Cluster,
+  ids: number[],
+  key: string,
+  want: string,
+  t0: number,
+  limitMs: number,
+  byNode?: Map<number, number>,
+) {
   const times: number[] = [];
   await Promise.all(
     ids.map(async (i) => {
       while (Date.now() - t0 < limitMs) {
         if ((await c.lookup(i, key, 2_000, want)).found.includes(want)) {
           times.push(Date.now() - t0);
+          byNode?.set(i, Date.now() - t0);
           return;
         }
         await sleep(50);
@@ -115,167 +129,224 @@ async function measure(size: number, net: number): Promise<Figures> {
       (cpuMesh / size / 1000).toFixed(2),
     );
     await sleep(3_000);
-    const cpuIdle0 = await c.cpuMs();
-    const tIdle0 = Date.now();
-    const idleStats0 = await Promise.all(all.map((i) => c.stats(i)));
-    f.set(
-      'DHT streams in per node per minute, idle',
-      (await streamsPerNodeMinute(c, all, 30_000)).toFixed(1),
-    );
-    const idleS = (Date.now() - tIdle0) / 1000;
-    const idleCpu = ((await c.cpuMs()) - cpuIdle0) / size / idleS;
-    const idleStats1 = await Promise.all(all.map((i) => c.stats(i)));
-    f.set(
-      'CPU per node while idle, ms per s (per peer)',
-      `${idleCpu.toFixed(1)} (${(idleCpu / (size - 1)).toFixed(2)})`,
-    );
-    const pings =
-      idleStats1.reduce((a, s) => a + s.liveness.pings, 0) -
-      idleStats0.reduce((a, s) => a + s.liveness.pings, 0);
-    f.set('liveness pings sent per node per minute, idle', (pings / size / (idleS / 60)).toFixed(1));
-    f.set(
-      'connections per node, idle (one per peer)',
-      (idleStats1.reduce((a, s) => a + s.connections, 0) / size).toFixed(2),
-    );
-    const rollout = Array.from({ length: 5 }, digest);
-    const rolloutRate = await streamsPerNodeMinute(c, all, 30_000, () =>
-      Promise.all(all.map((i) => c.advertise(i, rollout))),
-    );
-    f.set('DHT streams in per node per minute, rollout (5 digests on every node)', rolloutRate.toFixed(1));
-
+    if (part('idle')) {
+      await idleFigures(c, f, all, size);
+    }
     const holder = first.peerId;
-    const image = Array.from({ length: 4 }, digest);
-    const tAdv = Date.now();
-    await c.advertise(0, image);
-    const times = await findable(c, all.slice(1), image[0] as string, holder, tAdv, 60_000);
-    f.set(
-      'findable, one image from node 0: p50 / p99 / max ms (nodes)',
-      `${pct(times, 50)} / ${pct(times, 99)} / ${Math.max(...times)} (${times.length}/${size - 1})`,
-    );
-    const hits: number[] = [];
-    const misses: number[] = [];
-    let ok = 0;
-    for (let r = 0; r < 200; r++) {
-      const i = 1 + (r % (size - 1));
-      const h = await c.lookup(i, image[0] as string, 2_000, holder);
-      hits.push(h.ms);
-      ok += h.found.includes(holder) ? 1 : 0;
-      misses.push((await c.lookup(i, digest(), RESOLVE_TIMEOUT_MS)).ms);
+    if (part('findable')) {
+      await findableFigures(c, f, all, size, holder);
     }
-    f.set(
-      'lookup of a held digest: p50 / p99 ms (found)',
-      `${pct(hits, 50).toFixed(1)} / ${pct(hits, 99).toFixed(1)} (${ok}/200)`,
-    );
-    f.set(
-      `miss, ${RESOLVE_TIMEOUT_MS} ms deadline: p50 / p99 ms`,
-      `${pct(misses, 50).toFixed(1)} / ${pct(misses, 99).toFixed(1)}`,
-    );
-
-    f.set(
-      'registry: manifest by digest from a peer (one holder): p50 / p99 ms (200 OK)',
-      await mirrorPath(c, all).catch((err: unknown) => `failed: ${String(err)}`),
-    );
-    const regMisses: number[] = [];
-    try {
-      for (let r = 0; r < 200; r++) {
-        regMisses.push((await c.get(1 + (r % (size - 1)), digest())).ms);
-      }
-    } catch {}
-    f.set(
-      `registry: miss, ${MIRROR_RESOLVE_TIMEOUT_MS} ms resolve timeout: p50 / p99 ms (answered)`,
-      `${pct(regMisses, 50).toFixed(1)} / ${pct(regMisses, 99).toFixed(1)} (${regMisses.length}/200)`,
-    );
-
-    if (size === 50 || process.argv.includes('--many-everywhere')) {
-      const many = Array.from({ length: 10_000 }, digest);
-      const tMany = Date.now();
-      await c.advertise(0, many);
-      const probes = [
-        many[many.length - 1] as string,
-        ...Array.from({ length: 20 }, () => many[Math.floor(Math.random() * many.length)] as string),
-      ];
-      let manyS = 'not within 120 s';
-      await until(
-        '10,000 digests findable',
-        async () => {
-          const res = await Promise.all(
-            all.slice(1).flatMap((i) => probes.map((k) => c.lookup(i, k, 2_000, holder))),
-          );
-          return res.every((r) => r.found.includes(holder));
-        },
-        120_000,
-      )
-        .then(() => {
-          manyS = ((Date.now() - tMany) / 1000).toFixed(1);
-        })
-        .catch(() => {});
-      f.set('10,000 digests from node 0 findable on every node, s', manyS);
+    if (part('registry')) {
+      await registryFigures(c, f, all, size);
     }
-
-    // churn: node 0 and others, 20% in all, killed; nodes 1 and 2 keep holding the churn digest
-    const churnKey = digest();
-    await Promise.all([0, 1, 2].map((i) => c.advertise(i, [churnKey])));
-    const keepers = [c.nodes.get(1)?.peerId, c.nodes.get(2)?.peerId] as string[];
-    await findable(c, all.slice(3), churnKey, keepers[1] as string, Date.now(), 30_000);
-    const killCount = Math.max(1, Math.round(size * 0.2));
-    const victims = [
-      0,
-      ...all
-        .slice(3)
-        .sort(() => Math.random() - 0.5)
-        .slice(0, killCount - 1),
-    ];
-    const deadIds = victims.map((i) => c.nodes.get(i)?.peerId as string);
-    const tKill = Date.now();
-    await Promise.all(victims.map((i) => c.stop(i)));
-    const survivors = all.filter((i) => !victims.includes(i));
-    const churnLookups = async () => {
-      let good = 0;
-      for (let r = 0; r < 100; r++) {
-        const { found } = await c.lookup(survivors[r % survivors.length] as number, churnKey, 2_000);
-        good += found.some((p) => keepers.includes(p)) && !found.some((p) => deadIds.includes(p)) ? 1 : 0;
+    if (part('many') && (size === 50 || process.argv.includes('--many-everywhere'))) {
+      await manyFigures(c, f, all, holder);
+    }
+    const survivors = part('churn') ? await churnFigures(c, f, all, size) : all.filter((i) => i !== 0);
+    if (part('restart')) {
+      if (!part('churn')) {
+        await c.stop(0);
       }
-      return good;
-    };
-    const atOnce = await churnLookups();
-    let known = 'not within 120 s';
-    await until(
-      'deaths known',
-      async () => {
-        const ev = await Promise.all(survivors.map((i) => c.events(i)));
-        return ev.every((e) => deadIds.every((d) => e.gone.some((g) => g.peer === d)));
-      },
-      120_000,
-    )
-      .then(() => {
-        known = ((Date.now() - tKill) / 1000).toFixed(1);
-      })
-      .catch(() => {});
-    const after = await churnLookups();
-    const ev = await Promise.all(survivors.map((i) => c.events(i)));
-    // a dial counts as late when, at its time, the node held the peer dead: its last gone/back
-    // event for that peer before the dial was a gone (a peer that connected again is alive)
-    const late = ev.reduce((n, e) => n + e.unreachable.filter((u) => heldDead(e, u.peer, u.at)).length, 0);
-    f.set('churn (20% killed, a holder among them): deaths known everywhere, s', known);
-    f.set('churn: lookups of the still-held digest right after / once known', `${atOnce}/100 / ${after}/100`);
-    f.set('churn: dials to a peer after it was known dead', String(late));
-
-    const fresh = digest();
-    const tRestart = Date.now();
-    // from any survivor that reported a listen address (the keepers first)
-    const via = survivors.map((i) => c.nodes.get(i)?.addresses[0]).find((a) => a !== undefined);
-    await c.start(0, { ...COMMON, dataDir, ...(via === undefined ? {} : { bootstrap: [via] }) });
-    await c.advertise(0, [fresh]);
-    const rejoin = await findable(c, survivors, fresh, holder, tRestart, 60_000);
-    f.set(
-      'restart: node 0 rejoins, its new digest findable: p50 / max ms (nodes)',
-      `${pct(rejoin, 50)} / ${Math.max(...rejoin)} (${rejoin.length}/${survivors.length})`,
-    );
+      await restartFigures(c, f, survivors, holder, dataDir);
+    }
   } finally {
     await c.close();
     await rm(dataDir, { recursive: true, force: true });
   }
   return f;
+}
+
+async function idleFigures(c: Cluster, f: Figures, all: number[], size: number): Promise<void> {
+  const cpuIdle0 = await c.cpuMs();
+  const tIdle0 = Date.now();
+  const idleStats0 = await Promise.all(all.map((i) => c.stats(i)));
+  f.set('DHT streams in per node per minute, idle', (await streamsPerNodeMinute(c, all, 30_000)).toFixed(1));
+  const idleS = (Date.now() - tIdle0) / 1000;
+  const idleCpu = ((await c.cpuMs()) - cpuIdle0) / size / idleS;
+  const idleStats1 = await Promise.all(all.map((i) => c.stats(i)));
+  f.set(
+    'CPU per node while idle, ms per s (per peer)',
+    `${idleCpu.toFixed(1)} (${(idleCpu / (size - 1)).toFixed(2)})`,
+  );
+  const pings =
+    idleStats1.reduce((a, s) => a + s.liveness.pings, 0) -
+    idleStats0.reduce((a, s) => a + s.liveness.pings, 0);
+  f.set('liveness pings sent per node per minute, idle', (pings / size / (idleS / 60)).toFixed(1));
+  f.set(
+    'connections per node, idle (one per peer)',
+    (idleStats1.reduce((a, s) => a + s.connections, 0) / size).toFixed(2),
+  );
+  const rollout = Array.from({ length: 5 }, digest);
+  const rolloutRate = await streamsPerNodeMinute(c, all, 30_000, () =>
+    Promise.all(all.map((i) => c.advertise(i, rollout))),
+  );
+  f.set('DHT streams in per node per minute, rollout (5 digests on every node)', rolloutRate.toFixed(1));
+}
+
+async function findableFigures(c: Cluster, f: Figures, all: number[], size: number, holder: string) {
+  const image = Array.from({ length: 4 }, digest);
+  const tAdv = Date.now();
+  await c.advertise(0, image);
+  const times = await findable(c, all.slice(1), image[0] as string, holder, tAdv, 60_000);
+  f.set(
+    'findable, one image from node 0: p50 / p99 / max ms (nodes)',
+    `${pct(times, 50)} / ${pct(times, 99)} / ${Math.max(...times)} (${times.length}/${size - 1})`,
+  );
+  const hits: number[] = [];
+  const misses: number[] = [];
+  let ok = 0;
+  for (let r = 0; r < 200; r++) {
+    const i = 1 + (r % (size - 1));
+    const h = await c.lookup(i, image[0] as string, 2_000, holder);
+    hits.push(h.ms);
+    ok += h.found.includes(holder) ? 1 : 0;
+    misses.push((await c.lookup(i, digest(), RESOLVE_TIMEOUT_MS)).ms);
+  }
+  f.set(
+    'lookup of a held digest: p50 / p99 ms (found)',
+    `${pct(hits, 50).toFixed(1)} / ${pct(hits, 99).toFixed(1)} (${ok}/200)`,
+  );
+  f.set(
+    `miss, ${RESOLVE_TIMEOUT_MS} ms deadline: p50 / p99 ms`,
+    `${pct(misses, 50).toFixed(1)} / ${pct(misses, 99).toFixed(1)}`,
+  );
+}
+
+async function registryFigures(c: Cluster, f: Figures, all: number[], size: number): Promise<void> {
+  f.set(
+    'registry: manifest by digest from a peer (one holder): p50 / p99 ms (200 OK)',
+    await mirrorPath(c, all).catch((err: unknown) => `failed: ${String(err)}`),
+  );
+  const regMisses: number[] = [];
+  try {
+    for (let r = 0; r < 200; r++) {
+      regMisses.push((await c.get(1 + (r % (size - 1)), digest())).ms);
+    }
+  } catch {}
+  f.set(
+    `registry: miss, ${MIRROR_RESOLVE_TIMEOUT_MS} ms resolve timeout: p50 / p99 ms (answered)`,
+    `${pct(regMisses, 50).toFixed(1)} / ${pct(regMisses, 99).toFixed(1)} (${regMisses.length}/200)`,
+  );
+}
+
+async function manyFigures(c: Cluster, f: Figures, all: number[], holder: string): Promise<void> {
+  {
+    const many = Array.from({ length: 10_000 }, digest);
+    const tMany = Date.now();
+    await c.advertise(0, many);
+    const probes = [
+      many[many.length - 1] as string,
+      ...Array.from({ length: 20 }, () => many[Math.floor(Math.random() * many.length)] as string),
+    ];
+    let manyS = 'not within 120 s';
+    await until(
+      '10,000 digests findable',
+      async () => {
+        const res = await Promise.all(
+          all.slice(1).flatMap((i) => probes.map((k) => c.lookup(i, k, 2_000, holder))),
+        );
+        return res.every((r) => r.found.includes(holder));
+      },
+      120_000,
+    )
+      .then(() => {
+        manyS = ((Date.now() - tMany) / 1000).toFixed(1);
+      })
+      .catch(() => {});
+    f.set('10,000 digests from node 0 findable on every node, s', manyS);
+  }
+}
+
+/** Kill 20% of the nodes (node 0 among them); returns the survivors. */
+async function churnFigures(c: Cluster, f: Figures, all: number[], size: number): Promise<number[]> {
+  // churn: node 0 and others, 20% in all, killed; nodes 1 and 2 keep holding the churn digest
+  const churnKey = digest();
+  await Promise.all([0, 1, 2].map((i) => c.advertise(i, [churnKey])));
+  const keepers = [c.nodes.get(1)?.peerId, c.nodes.get(2)?.peerId] as string[];
+  await findable(c, all.slice(3), churnKey, keepers[1] as string, Date.now(), 30_000);
+  const killCount = Math.max(1, Math.round(size * 0.2));
+  const victims = [
+    0,
+    ...all
+      .slice(3)
+      .sort(() => Math.random() - 0.5)
+      .slice(0, killCount - 1),
+  ];
+  const deadIds = victims.map((i) => c.nodes.get(i)?.peerId as string);
+  const tKill = Date.now();
+  await Promise.all(victims.map((i) => c.stop(i)));
+  const survivors = all.filter((i) => !victims.includes(i));
+  const churnLookups = async () => {
+    let good = 0;
+    for (let r = 0; r < 100; r++) {
+      const { found } = await c.lookup(survivors[r % survivors.length] as number, churnKey, 2_000);
+      good += found.some((p) => keepers.includes(p)) && !found.some((p) => deadIds.includes(p)) ? 1 : 0;
+    }
+    return good;
+  };
+  const atOnce = await churnLookups();
+  let known = 'not within 120 s';
+  await until(
+    'deaths known',
+    async () => {
+      const ev = await Promise.all(survivors.map((i) => c.events(i)));
+      return ev.every((e) => deadIds.every((d) => e.gone.some((g) => g.peer === d)));
+    },
+    120_000,
+  )
+    .then(() => {
+      known = ((Date.now() - tKill) / 1000).toFixed(1);
+    })
+    .catch(() => {});
+  const after = await churnLookups();
+  const ev = await Promise.all(survivors.map((i) => c.events(i)));
+  // a dial counts as late when, at its time, the node held the peer dead: its last gone/back
+  // event for that peer before the dial was a gone (a peer that connected again is alive)
+  const late = ev.reduce((n, e) => n + e.unreachable.filter((u) => heldDead(e, u.peer, u.at)).length, 0);
+  f.set('churn (20% killed, a holder among them): deaths known everywhere, s', known);
+  f.set('churn: lookups of the still-held digest right after / once known', `${atOnce}/100 / ${after}/100`);
+  f.set('churn: dials to a peer after it was known dead', String(late));
+  return survivors;
+}
+
+/** Node 0 (stopped) restarts with its identity and advertises a new digest. */
+async function restartFigures(
+  c: Cluster,
+  f: Figures,
+  survivors: number[],
+  holder: string,
+  dataDir: string,
+): Promise<void> {
+  await Promise.all(survivors.map((i) => c.watch(i, holder)));
+  const fresh = digest();
+  const tRestart = Date.now();
+  // from any survivor that reported a listen address (the keepers first)
+  const via = survivors.map((i) => c.nodes.get(i)?.addresses[0]).find((a) => a !== undefined);
+  await c.start(0, { ...COMMON, dataDir, ...(via === undefined ? {} : { bootstrap: [via] }) });
+  await c.advertise(0, [fresh]);
+  const tStarted = Date.now() - tRestart;
+  const byNode = new Map<number, number>();
+  const rejoin = await findable(c, survivors, fresh, holder, tRestart, 60_000, byNode);
+  f.set(
+    'restart: node 0 rejoins, its new digest findable: p50 / max ms (nodes)',
+    `${pct(rejoin, 50)} / ${Math.max(...rejoin)} (${rejoin.length}/${survivors.length})`,
+  );
+  // where the time went, per member (ms after the restart began): to stderr, not in the table
+  const ms = (at: number | undefined) => (at === undefined ? '-' : String(at - tRestart));
+  const lines = await Promise.all(
+    survivors.map(async (i) => {
+      const w = (await c.events(i)).watched;
+      return { i, found: byNode.get(i) ?? Number.POSITIVE_INFINITY, w };
+    }),
+  );
+  lines.sort((a, b) => a.found - b.found);
+  process.stderr.write(`restart trace: node 0 started and advertised after ${tStarted} ms\n`);
+  process.stderr.write('node | connect (dialled by) | identify | first record | findable\n');
+  for (const { i, found, w } of lines) {
+    process.stderr.write(
+      `${i} | ${ms(w?.connect)} (${w?.inbound === undefined ? '-' : w.inbound ? '0' : 'member'}) | ${ms(w?.identify)} | ${ms(w?.records)} | ${found}\n`,
+    );
+  }
 }
 
 const TARGETS: Record<string, string> = {

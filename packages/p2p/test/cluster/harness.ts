@@ -177,6 +177,11 @@ export class Cluster {
     return this.worker(i).call({ op: 'peers', node: i });
   }
 
+  /** Node i traces `peer` from now on (its connect, identify, first record: in `events`). */
+  watch(i: number, peer: string): Promise<void> {
+    return this.worker(i).call({ op: 'watch', node: i, peer });
+  }
+
   events(i: number): Promise<NodeEvents> {
     return this.worker(i).call({ op: 'events', node: i });
   }

@@ -40,6 +40,8 @@ export interface NodeEvents {
   back: { peer: string; at: number }[];
   /** How often each log message was written (with its error's start, if any). */
   log: Record<string, number>;
+  /** For a watched peer (op `watch`): when it first connected (and who dialled), was identified, sent a record. */
+  watched?: { peer: string; connect?: number; inbound?: boolean; identify?: number; records?: number };
 }
 
 export interface LookupResult {
@@ -59,6 +61,7 @@ export type Command =
   | { id: number; op: 'cpu'; node: number }
   | { id: number; op: 'dial'; node: number; addr: string }
   | { id: number; op: 'profile'; node: number; start: boolean }
+  | { id: number; op: 'watch'; node: number; peer: string }
   | { id: number; op: 'stop'; node: number };
 
 const nodes = new Map<number, P2PNode>();
@@ -166,6 +169,42 @@ function getThrough(i: number, digest: string): Promise<GetResult> {
   });
 }
 
+/**
+ * Trace a peer from node i's side (a restart): its first connection, identify and record after
+ * now, into the node's events. Reads the node's private libp2p and provider store.
+ */
+function watch(i: number, peer: string): void {
+  const node = get(i) as unknown as {
+    libp2p: EventTarget;
+    store: { add(key: Uint8Array, peer: { toString(): string }): boolean };
+  };
+  const ev = events.get(i) as NodeEvents;
+  const w: NonNullable<NodeEvents['watched']> = { peer };
+  ev.watched = w;
+  node.libp2p.addEventListener('connection:open', (e) => {
+    const conn = (e as CustomEvent<{ remotePeer: object; direction: string }>).detail;
+    if (w.connect === undefined && conn.remotePeer.toString() === peer) {
+      w.connect = Date.now();
+      w.inbound = conn.direction === 'inbound';
+    }
+  });
+  node.libp2p.addEventListener('peer:identify', (e) => {
+    if (
+      w.identify === undefined &&
+      (e as CustomEvent<{ peerId: object }>).detail.peerId.toString() === peer
+    ) {
+      w.identify = Date.now();
+    }
+  });
+  const add = node.store.add.bind(node.store);
+  node.store.add = (key, from) => {
+    if (w.records === undefined && from.toString() === peer) {
+      w.records = Date.now();
+    }
+    return add(key, from);
+  };
+}
+
 let session: Session | undefined;
 
 /** Start the V8 CPU profiler of this process, or stop it and return the profile (JSON). */
@@ -247,6 +286,9 @@ async function run(cmd: Command): Promise<unknown> {
       return null;
     case 'profile':
       return await profile(cmd.start);
+    case 'watch':
+      watch(cmd.node, cmd.peer);
+      return null;
     case 'store':
       return await store(cmd.node, cmd.manifests);
     case 'get':
