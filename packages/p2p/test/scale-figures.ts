@@ -318,6 +318,9 @@ async function restartFigures(
   dataDir: string,
 ): Promise<void> {
   await Promise.all(survivors.map((i) => c.watch(i, holder)));
+  const networkLookups = async () =>
+    (await Promise.all(survivors.map((i) => c.stats(i)))).reduce((a, s) => a + s.lookups.network, 0);
+  const [cpu0, network0] = [await c.cpuMs(), await networkLookups()];
   const fresh = digest();
   const tRestart = Date.now();
   // from any survivor that reported a listen address (the keepers first)
@@ -340,7 +343,12 @@ async function restartFigures(
     }),
   );
   lines.sort((a, b) => a.found - b.found);
-  process.stderr.write(`restart trace: node 0 started and advertised after ${tStarted} ms\n`);
+  const wall = Date.now() - tRestart;
+  process.stderr.write(
+    `restart trace: node 0 started and advertised after ${tStarted} ms; until the last found it ` +
+      `${wall} ms, CPU of all processes ${(((await c.cpuMs()) - cpu0) / wall).toFixed(2)} cores, ` +
+      `${(await networkLookups()) - network0} lookups asked peers\n`,
+  );
   process.stderr.write('node | connect (dialled by) | identify | first record | findable\n');
   for (const { i, found, w } of lines) {
     process.stderr.write(
