@@ -279,8 +279,22 @@ async function churnFigures(c: Cluster, f: Figures, all: number[], size: number)
   const churnLookups = async () => {
     let good = 0;
     for (let r = 0; r < 100; r++) {
-      const { found } = await c.lookup(survivors[r % survivors.length] as number, churnKey, 2_000);
-      good += found.some((p) => keepers.includes(p)) && !found.some((p) => deadIds.includes(p)) ? 1 : 0;
+      const i = survivors[r % survivors.length] as number;
+      const { found, ms } = await c.lookup(i, churnKey, 2_000);
+      if (found.some((p) => keepers.includes(p)) && !found.some((p) => deadIds.includes(p))) {
+        good++;
+      } else {
+        // what a failed lookup returned, and what its node held then: to stderr
+        const s = await c.stats(i);
+        const name = (p: string) =>
+          keepers.includes(p) ? `keeper ${keepers.indexOf(p) + 1}` : deadIds.includes(p) ? 'dead' : p;
+        process.stderr.write(
+          `churn lookup failed on node ${i} after ${ms.toFixed(0)} ms: found [${found.map(name).join(', ')}]; ` +
+            `members ${s.members}, settled ${s.settled}, records ${s.records}, gone ${JSON.stringify(
+              (await c.events(i)).gone.filter((g) => keepers.includes(g.peer)).map((g) => g.at - tKill),
+            )} ms after the kill for keepers\n`,
+        );
+      }
     }
     return good;
   };
@@ -349,6 +363,7 @@ async function restartFigures(
       `${wall} ms, CPU of all processes ${(((await c.cpuMs()) - cpu0) / wall).toFixed(2)} cores, ` +
       `${(await networkLookups()) - network0} lookups asked peers\n`,
   );
+  process.stderr.write(`node 0's log: ${JSON.stringify((await c.events(0)).log)}\n`);
   process.stderr.write('node | connect (dialled by) | identify | first record | findable\n');
   for (const { i, found, w } of lines) {
     process.stderr.write(
