@@ -4,6 +4,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { P2PStats } from '../../src/index.ts';
 import { until as poll } from '../until.ts';
+import type { Timeline } from './timeline.ts';
 import type { Command, GetResult, LookupResult, NodeEvents, StartArgs } from './worker.ts';
 
 const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
@@ -121,9 +122,12 @@ export class Cluster {
     return this.worker(i).call({ op: 'store', node: i, manifests });
   }
 
-  /** GET a manifest by digest through node i's registry, as its containerd would. */
-  get(i: number, digest: string): Promise<GetResult> {
-    return this.worker(i).call({ op: 'get', node: i, digest });
+  /**
+   * GET a manifest by digest through node i's registry, as its containerd would: on a new connection,
+   * or (`keepAlive`) on the node's kept-alive client connection.
+   */
+  get(i: number, digest: string, keepAlive = false): Promise<GetResult> {
+    return this.worker(i).call({ op: 'get', node: i, digest, keepAlive });
   }
 
   /** CPU time (ms) used so far by all worker processes together. */
@@ -135,6 +139,16 @@ export class Cluster {
   /** Start every worker's CPU profiler, or stop them and return their profiles. */
   profile(start: boolean): Promise<unknown[]> {
     return Promise.all(this.workers.map((w) => w.call<unknown>({ op: 'profile', node: -1, start })));
+  }
+
+  /** Start tracing every worker process (cluster/timeline.ts), or stop and return their timelines. */
+  trace(start: boolean): Promise<(Timeline | null)[]> {
+    return Promise.all(this.workers.map((w) => w.call<Timeline | null>({ op: 'trace', node: -1, start })));
+  }
+
+  /** The worker process (index) that runs node i. */
+  workerOf(i: number): number {
+    return i % this.workers.length;
   }
 
   /** Node i dials node j once more, forcing a second connection (as a simultaneous dial leaves). */

@@ -4,11 +4,12 @@
 // other the way 25 nodes in one event loop do. With `registry`, each node also runs Ferry's registry
 // (@ferry/registry, its content in memory) on its own address, routed by the node: the mirror path
 // (a manifest by digest from a peer) can be measured without containerd.
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import { createMemoryContentSource, createRegistryServer, type MemoryContentSource } from '@ferry/registry';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
-import { createP2PNode, type P2PLogger, type P2PNode } from '../../src/index.ts';
+import { createP2PNode, createPeerAuth, type P2PLogger, type P2PNode } from '../../src/index.ts';
+import { recordRequest, trace } from './timeline.ts';
 
 export interface StartArgs {
   host: string;
@@ -18,6 +19,8 @@ export interface StartArgs {
   dialTimeoutMs?: number;
   /** Run a registry on `host`:`registryPort(node)` for this node. */
   registry?: boolean;
+  /** The cluster's network key (64 hex): a private network and peer HTTP auth, as the agent runs with one. */
+  networkKey?: string;
 }
 
 /** The port of node i's registry (its p2p node advertises it). */
@@ -57,11 +60,12 @@ export type Command =
   | { id: number; op: 'events'; node: number }
   | { id: number; op: 'stats'; node: number }
   | { id: number; op: 'store'; node: number; manifests: number }
-  | { id: number; op: 'get'; node: number; digest: string }
+  | { id: number; op: 'get'; node: number; digest: string; keepAlive?: boolean }
   | { id: number; op: 'cpu'; node: number }
   | { id: number; op: 'dial'; node: number; addr: string }
   | { id: number; op: 'profile'; node: number; start: boolean }
   | { id: number; op: 'watch'; node: number; peer: string }
+  | { id: number; op: 'trace'; node: number; start: boolean }
   | { id: number; op: 'stop'; node: number };
 
 const nodes = new Map<number, P2PNode>();
@@ -145,9 +149,20 @@ async function store(i: number, count: number): Promise<string[]> {
   return digests;
 }
 
-/** GET a manifest by digest from node i's registry, as its containerd does (`?ns=`, loopback). */
-function getThrough(i: number, digest: string): Promise<GetResult> {
+/** Per node: the client's kept-alive connections to its registry (containerd keeps its connections). */
+const clients = new Map<number, Agent>();
+
+/**
+ * GET a manifest by digest from node i's registry, as its containerd does (`?ns=`, loopback): on a
+ * kept-alive connection, or (`keepAlive` false) on a new connection per request.
+ */
+function getThrough(i: number, digest: string, keepAlive: boolean): Promise<GetResult> {
   const { host } = registryOf(i);
+  let agent: Agent | false = false;
+  if (keepAlive) {
+    agent = clients.get(i) ?? new Agent({ keepAlive: true, maxSockets: 1 });
+    clients.set(i, agent);
+  }
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const req = request(
@@ -156,7 +171,7 @@ function getThrough(i: number, digest: string): Promise<GetResult> {
         port: registryPort(i),
         path: `/v2/library/app/manifests/${digest}?ns=docker.io`,
         headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
-        agent: false,
+        agent,
       },
       (res) => {
         res.resume();
@@ -230,7 +245,9 @@ async function run(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case 'start': {
       const ev: NodeEvents = { unreachable: [], gone: [], back: [], log: {} };
+      const keys = cmd.args.networkKey === undefined ? [] : [Buffer.from(cmd.args.networkKey, 'hex')];
       const node = await createP2PNode({
+        networkKeys: keys,
         listen: { host: cmd.args.host, port: 0 },
         registryPort: registryPort(cmd.node),
         logger: logger(ev),
@@ -251,6 +268,12 @@ async function run(cmd: Command): Promise<unknown> {
           source,
           router: node,
           mirrorResolveTimeoutMs: MIRROR_RESOLVE_TIMEOUT_MS,
+          observer: { onRequest: (e) => recordRequest(cmd.node, e) },
+          ...(keys.length === 0
+            ? {}
+            : {
+                peerAuth: createPeerAuth({ keys, node: { peerId: node.peerId, sign: (d) => node.sign(d) } }),
+              }),
         });
         await app.listen({ host: cmd.args.host, port: registryPort(cmd.node) });
         registries.set(cmd.node, { app, source, host: cmd.args.host });
@@ -289,15 +312,19 @@ async function run(cmd: Command): Promise<unknown> {
     case 'watch':
       watch(cmd.node, cmd.peer);
       return null;
+    case 'trace':
+      return trace(cmd.start);
     case 'store':
       return await store(cmd.node, cmd.manifests);
     case 'get':
-      return await getThrough(cmd.node, cmd.digest);
+      return await getThrough(cmd.node, cmd.digest, cmd.keepAlive === true);
     case 'stop': {
       const node = nodes.get(cmd.node);
       const reg = registries.get(cmd.node);
       nodes.delete(cmd.node);
       registries.delete(cmd.node);
+      clients.get(cmd.node)?.destroy();
+      clients.delete(cmd.node);
       await reg?.app.close();
       await node?.stop();
       return null;
@@ -313,6 +340,7 @@ process.on('message', (cmd: Command) => {
   );
 });
 process.on('disconnect', () => {
+  for (const agent of clients.values()) agent.destroy();
   Promise.allSettled([
     ...[...registries.values()].map((r) => r.app.close()),
     ...[...nodes.values()].map((n) => n.stop()),
