@@ -19,6 +19,10 @@
 //   in a queue (bounded by meshLimit). When many nodes start at once, a node that dialled every
 //   member it heard of at once had each handshake compete with all the others: on a busy machine
 //   they ran past the dial timeout, were cut off and retried, and the mesh formed later.
+// - Dials on a peer's word are bounded: a members answer is a peer's statement, and a hostile member
+//   could name many made-up ids at one address of its choosing (on every node that asks it, on
+//   every gossip round). An address is dialled for a named member at most once per
+//   `NAMED_REDIAL_MS` (a failed one is named again by gossip later; a connected one is skipped).
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import { peerIdFromMultihash } from '@libp2p/peer-id';
 import { lpStream } from '@libp2p/utils';
@@ -26,7 +30,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Libp2p } from 'libp2p';
 import * as Digest from 'multiformats/hashes/digest';
 import { Message, MessageType } from '../generated/kad.js';
-import { withPeerId } from './address.ts';
+import { ipAndPort, withPeerId } from './address.ts';
 import { errorText } from './options.ts';
 import type { PeerBook } from './peer-book.ts';
 import type { ProviderStore } from './provider-store.ts';
@@ -42,6 +46,8 @@ const MAX_ADDRS_PER_MEMBER = 4;
 const ASK_SPACING_MS = 1_000;
 /** Mesh dials in flight per node (redials of a lost member are not paced). */
 const MESH_DIAL_CONCURRENCY = 4;
+/** Least time between two dials of one address for members a peer named. */
+const NAMED_REDIAL_MS = 10_000;
 
 export interface MembershipInit {
   libp2p: Libp2p;
@@ -67,6 +73,8 @@ export class Membership {
   /** Members some peer named that are neither connected nor known dead yet (bounded by meshLimit). */
   private readonly heardOf = new Set<string>();
   private lastJoin = 0;
+  /** Addresses dialled for named members, with when (bounded: pruned, at most meshLimit × 4). */
+  private readonly namedDials = new Map<string, number>();
   private lastAskAt = 0;
   private nextGossipAt = 0;
 
@@ -246,11 +254,14 @@ export class Membership {
       const key = id.toString();
       if (
         key === self ||
-        addrs.length === 0 ||
         this.dialing.has(key) ||
         this.queued.has(key) ||
         this.init.libp2p.getConnections(id).length > 0
       ) {
+        continue;
+      }
+      addrs = this.fresh(addrs);
+      if (addrs.length === 0) {
         continue;
       }
       if (this.heardOf.size < this.init.meshLimit) {
@@ -260,6 +271,39 @@ export class Membership {
       room--;
     }
     this.nextMeshDial();
+  }
+
+  /**
+   * The addresses not dialled for a named member within NAMED_REDIAL_MS; marks them dialled (a
+   * member skipped after this is named again by gossip). Addresses without an IP and port are kept
+   * out: only a dial by IP and port is ever started from a peer's word.
+   */
+  private fresh(addrs: Multiaddr[]): Multiaddr[] {
+    const now = Date.now();
+    const cap = this.init.meshLimit * MAX_ADDRS_PER_MEMBER;
+    if (this.namedDials.size >= cap) {
+      for (const [addr, at] of this.namedDials) {
+        if (now - at >= NAMED_REDIAL_MS) {
+          this.namedDials.delete(addr);
+        }
+      }
+    }
+    const out: Multiaddr[] = [];
+    for (const addr of addrs) {
+      const ep = ipAndPort(addr);
+      if (ep?.port === undefined) {
+        continue;
+      }
+      const key = `${ep.ip}|${ep.port}`;
+      const last = this.namedDials.get(key);
+      if ((last !== undefined && now - last < NAMED_REDIAL_MS) || this.namedDials.size >= cap) {
+        continue;
+      }
+      this.namedDials.delete(key); // re-inserted: the map stays in time order
+      this.namedDials.set(key, now);
+      out.push(addr);
+    }
+    return out;
   }
 
   /** Start queued mesh dials while below the concurrency; each finished dial starts the next. */
