@@ -100,7 +100,15 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     },
     // outgoing connections leave from the listen IP when it is a specific one, so peers see the
     // same IP as the one we announce (lookups yield a provider at its connection's address)
-    transports: [tcp(localDialAddress(opts.listen.host))],
+    // no socket inactivity timeout (libp2p's default closes a socket silent for 2 minutes): in the
+    // mesh most connections are idle by design, and liveness.ts finds a silent dead peer
+    transports: [
+      tcp({
+        ...localDialAddress(opts.listen.host),
+        inboundSocketInactivityTimeout: 0,
+        outboundSocketInactivityTimeout: 0,
+      }),
+    ],
     // with network keys, only holders of an accepted key get past the first bytes (private-network.ts)
     ...(networkKeys.length > 0 ? { connectionProtector: privateNetwork(networkKeys) } : {}),
     connectionEncrypters: [noise()],

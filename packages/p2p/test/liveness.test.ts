@@ -3,7 +3,8 @@
 // once a provider is known dead it is never yielded nor dialled again. (The same scenario at 25
 // nodes, beyond k, in several processes, is scale.test.ts.) Then, in two processes: a frozen peer
 // (SIGSTOP: its connections stay open and silent) is found by Ferry's liveness ping, and a second
-// connection between two peers is closed.
+// connection between two peers is closed; in four: a frozen peer is found by its ring
+// predecessors, and a member that does not watch it is told and confirms it.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createP2PNode, type P2PLogger, type P2PNode, type Peer } from '../src/index.ts';
@@ -124,4 +125,51 @@ test('a frozen peer (no FIN, no answer) is declared gone through a liveness ping
     30_000,
   );
   assert.ok((await cluster.stats(0)).liveness.unresponsive >= 1, 'found by a ping left unanswered');
+});
+
+test('a frozen peer is found by its ring predecessors; a member that does not watch it is told and confirms it', async (t) => {
+  // four processes, one node each; ring order by peer id [p0, p1, p2, p3]: p1 is watched by p3 and
+  // p0 (its 2 predecessors); p2 watches p3 and p0, not p1, and learns of it from a suspicion
+  const cluster = new Cluster(4, '127.77.49');
+  let frozen = -1;
+  t.after(async () => {
+    if (frozen >= 0) {
+      cluster.signal(frozen, 'SIGKILL');
+    }
+    await cluster.close();
+  });
+  const first = await cluster.start(0, { pingTimeoutMs: 1_000 });
+  const ids = [first.peerId];
+  for (let i = 1; i < 4; i++) {
+    ids.push(
+      (await cluster.start(i, { pingTimeoutMs: 1_000, bootstrap: [first.addresses[0] as string] })).peerId,
+    );
+  }
+  const all = [0, 1, 2, 3];
+  await until('full mesh', async () =>
+    (await Promise.all(all.map((i) => cluster.peers(i)))).every((n) => n === 3),
+  );
+  const ring = [...all].sort((x, y) => ((ids[x] as string) < (ids[y] as string) ? -1 : 1));
+  frozen = ring[1] as number;
+  const observer = ring[2] as number;
+  const survivors = all.filter((i) => i !== frozen);
+  const before = (await cluster.stats(observer)).liveness.suspicions.received;
+  cluster.signal(frozen, 'SIGSTOP');
+  await until(
+    'every other node declares the frozen node gone',
+    async () =>
+      (await Promise.all(survivors.map((i) => cluster.events(i)))).every((e) =>
+        e.gone.some((g) => g.peer === ids[frozen]),
+      ),
+    30_000,
+  );
+  const stats = await Promise.all(survivors.map((i) => cluster.stats(i)));
+  assert.ok(
+    stats.some((s) => s.liveness.suspicions.told >= 1),
+    'a predecessor found it by its own ping and told the members',
+  );
+  assert.ok(
+    (await cluster.stats(observer)).liveness.suspicions.received > before,
+    'the member that does not watch it was told',
+  );
 });
