@@ -3,9 +3,11 @@
 // V8 profiler in every worker process during mesh formation and then during an idle window, and
 // prints per phase the CPU per node, the top functions by self time and the self time per package,
 // summed over the processes. Nothing asserts; run it through the bench slot.
-//   node packages/p2p/test/scale-profile.ts [--nodes 30] [--idle-s 30] [--many N] [--top 25] [--dir DIR]
+//   node packages/p2p/test/scale-profile.ts [--nodes 30] [--idle-s 30] [--many N] [--restart] [--top 25] [--dir DIR]
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, until } from './cluster/harness.ts';
 
@@ -18,6 +20,8 @@ const top = Number(opt('--top', '25'));
 const dir = args.includes('--dir') ? opt('--dir', '') : undefined;
 /** With --many N: then N digests advertised on node 0, profiled until every node finds them. */
 const many = Number(opt('--many', '0'));
+/** With --restart: then node 0 stops and comes back with its identity, profiled until every node finds its new digest. */
+const restart = args.includes('--restart');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface ProfileNode {
@@ -84,9 +88,10 @@ function report(phase: string, profiles: Profile[], cpuMs: number, wallMs: numbe
 
 const workers = Math.min(10, Math.ceil(size / 5));
 const c = new Cluster(workers, '127.78.9');
+const dataDir = await mkdtemp(join(tmpdir(), 'ferry-scale-profile-'));
 try {
   const common = { pingTimeoutMs: 30_000, dialTimeoutMs: 20_000 };
-  const first = await c.start(0, common);
+  const first = await c.start(0, { ...common, dataDir });
   await c.profile(true);
   const cpu0 = await c.cpuMs();
   const t0 = Date.now();
@@ -147,6 +152,34 @@ try {
     );
     report('many', (await c.profile(false)) as Profile[], (await c.cpuMs()) - cpu3, manyWall);
   }
+  if (restart) {
+    await c.stop(0);
+    const survivors = all.filter((i) => i !== 0);
+    await until(
+      'node 0 gone everywhere',
+      async () => (await Promise.all(survivors.map((i) => c.peers(i)))).every((n) => n === size - 2),
+      60_000,
+    );
+    const via = c.nodes.get(1)?.addresses[0] as string;
+    const fresh = `sha256:${randomBytes(32).toString('hex')}`;
+    await c.profile(true);
+    const cpu4 = await c.cpuMs();
+    const t4 = Date.now();
+    await c.start(0, { ...common, dataDir, bootstrap: [via] });
+    await c.advertise(0, [fresh]);
+    await until(
+      'the restarted node findable',
+      async () =>
+        (await Promise.all(survivors.map((i) => c.lookup(i, fresh, 2_000, first.peerId)))).every((r) =>
+          r.found.includes(first.peerId),
+        ),
+      120_000,
+    );
+    const restartWall = Date.now() - t4;
+    console.log(`\nrestart: node 0's new digest findable on every node after ${restartWall} ms`);
+    report('restart', (await c.profile(false)) as Profile[], (await c.cpuMs()) - cpu4, restartWall);
+  }
 } finally {
   await c.close();
+  await rm(dataDir, { recursive: true, force: true });
 }
