@@ -1,7 +1,15 @@
 // Lookup: the peers that provide a key, as registry endpoints. Reads the local provider store first;
-// when the local view is not known complete (membership.ts), asks the k connected members closest to
-// the key at once with a short deadline (ask-peers.ts, Ferry's), and only when that found nothing
-// runs kad-dht's iterative GET_PROVIDERS query.
+// when the local view is not known complete (membership.ts), asks the connected members closest to
+// the key at once with a short deadline (ask-peers.ts, Ferry's: 3 below the mesh limit, k at it),
+// and only when that found nothing and
+// this node is at the mesh limit (the cluster may be larger than the mesh) runs kad-dht's iterative
+// GET_PROVIDERS query. Below the limit every connected member holds every record once settled, so
+// the iterative query (which dials peers it hears of and runs until the caller's deadline) would
+// only add load: while members join, every miss on every node started one.
+// Rounds that ask peers are bounded per node (`MAX_ASKS_IN_FLIGHT`): while views are unsettled (a
+// member joining, deaths being learnt) each lookup would otherwise cost k streams on k members, and
+// a burst of lookups on every node multiplies into a storm that delays the very connections that
+// settle the views. Beyond the bound a lookup answers from the local store alone (counted as shed).
 import type { Connection, PeerInfo } from '@libp2p/interface';
 import type { KadDHT } from '@libp2p/kad-dht';
 import type { Libp2p } from 'libp2p';
@@ -30,11 +38,24 @@ export interface LookupInit {
   protocol: string;
 }
 
+/**
+ * Members asked per round below the mesh limit: any settled member holds every record then, so a
+ * few answers do; at the limit (the cluster may be larger than the mesh) the k closest are asked,
+ * as kad-dht places records.
+ */
+const ASK_IN_MESH = 3;
+/** Rounds asking peers (ask-peers.ts) in flight per node. */
+const MAX_ASKS_IN_FLIGHT = 8;
+
 export class Lookup {
   private readonly init: LookupInit;
   private readonly log: P2PLogger;
-  /** Lookups answered from the local store alone, and those that asked peers. */
-  readonly counts = { local: 0, network: 0 };
+  /**
+   * Lookups answered from the local store alone, those that asked peers, and those answered from the
+   * local store alone because MAX_ASKS_IN_FLIGHT rounds were running (`shed`, also in `local`).
+   */
+  readonly counts = { local: 0, network: 0, shed: 0 };
+  private asksInFlight = 0;
 
   constructor(init: LookupInit) {
     this.init = init;
@@ -78,8 +99,12 @@ export class Lookup {
         this.log.warn({ key, err: errorText(err) }, 'local provider lookup failed');
       }
     }
-    if (complete || signal.aborted) {
+    const shed = !complete && this.asksInFlight >= MAX_ASKS_IN_FLIGHT;
+    if (complete || shed || signal.aborted) {
       this.counts.local++;
+      if (shed) {
+        this.counts.shed++;
+      }
       if (found === 0 && !signal.aborted) {
         // a miss answered from the store alone: the records it held (of peers known dead, or unreachable)
         this.log.debug({ key, stored }, 'lookup: no provider in the settled local store');
@@ -91,7 +116,10 @@ export class Lookup {
       found++;
       yield peer;
     }
-    if (found > 0 || signal.aborted) {
+    if (found > 0 || signal.aborted || membership.memberCount() < membership.meshLimit) {
+      if (found === 0 && !signal.aborted) {
+        this.log.debug({ key, stored }, 'lookup: no provider from the store or the closest members');
+      }
       return;
     }
     try {
@@ -131,10 +159,15 @@ export class Lookup {
       protocol,
       isDead: (id: string) => this.avoided(id),
     };
-    askClosestMembers(init, multihash, libp2p.services.dht.k, round, (providers) => {
+    // counted until the round ends (its deadline bounds it), whatever the caller does meanwhile
+    this.asksInFlight++;
+    const { membership } = this.init;
+    const count = membership.memberCount() < membership.meshLimit ? ASK_IN_MESH : libp2p.services.dht.k;
+    askClosestMembers(init, multihash, count, round, (providers) => {
       answers.push(providers);
       wake?.();
     }).finally(() => {
+      this.asksInFlight--;
       done = true;
       wake?.();
     });

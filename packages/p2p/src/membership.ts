@@ -15,6 +15,14 @@
 //   some members yet) does not take its store for the cluster's: its lookups ask peers.
 // - Gossip: a node below the mesh limit asks one random member for its members every few seconds,
 //   so a mesh left partial by a lost request fills up.
+// - Introductions: a member that a new member dials while its own view is settled (a node joining
+//   or restarting into a formed mesh) names the newcomer to every other member at once
+//   (`/ferry/introduce/1.0.0`, one kad `Message` with the newcomer in `closer`), and they dial it.
+//   Without that, the newcomer reaches the mesh one dial after another from its own queue (its
+//   records with it, provide.ts pushes them on each new connection), while the members only heard
+//   of it through gossip; with it, every member dials it within one round trip, and its handshakes
+//   run in parallel. A newcomer introduced (by anyone) within `INTRODUCED_MS` is not introduced
+//   again. An introduction is a peer's statement like a members answer: the same bounds apply.
 // - Dial pacing: mesh dials run at most `MESH_DIAL_CONCURRENCY` at a time per node, the rest wait
 //   in a queue (bounded by meshLimit). When many nodes start at once, a node that dialled every
 //   member it heard of at once had each handshake compete with all the others: on a busy machine
@@ -37,9 +45,14 @@ import type { ProviderStore } from './provider-store.ts';
 import type { P2PLogger } from './types.ts';
 
 export const FERRY_MEMBERS_PROTOCOL = '/ferry/members/1.0.0';
+export const FERRY_INTRODUCE_PROTOCOL = '/ferry/introduce/1.0.0';
 
 /** Bound for one members answer (256 members with a few addresses each fit well below it). */
 const MAX_ANSWER_BYTES = 128 * 1024;
+/** Bound for one introduction (one member with a few addresses). */
+const MAX_INTRODUCTION_BYTES = 2 * 1024;
+/** A newcomer introduced (by this node or to it) within this is not introduced again. */
+const INTRODUCED_MS = 10_000;
 /** Addresses taken per member from an answer. */
 const MAX_ADDRS_PER_MEMBER = 4;
 /** Least time between two members requests started by newly identified members. */
@@ -77,6 +90,13 @@ export class Membership {
   private readonly namedDials = new Map<string, number>();
   private lastAskAt = 0;
   private nextGossipAt = 0;
+  /** Newcomers introduced by this node or to it, with when (bounded: pruned, at most meshLimit). */
+  private readonly introduced = new Map<string, number>();
+  /**
+   * Since start (for the stats): introductions sent (one per member told), received, and of those
+   * ignored (not from an identified member).
+   */
+  readonly counts = { introductionsSent: 0, introductionsReceived: 0, introductionsIgnored: 0 };
 
   constructor(init: MembershipInit) {
     this.init = init;
@@ -87,6 +107,11 @@ export class Membership {
       maxInboundStreams: 8,
       maxOutboundStreams: 8,
     });
+    await this.init.libp2p.handle(
+      FERRY_INTRODUCE_PROTOCOL,
+      (stream, connection) => this.introduction(stream, connection.remotePeer.toString()),
+      { maxInboundStreams: 4, maxOutboundStreams: 4 },
+    );
   }
 
   isDead(id: string): boolean {
@@ -111,6 +136,11 @@ export class Membership {
     );
   }
 
+  /** Members this node connects to all of (full mesh). */
+  get meshLimit(): number {
+    return this.init.meshLimit;
+  }
+
   memberCount(): number {
     return this.init.peers.dhtConnected().length;
   }
@@ -122,6 +152,10 @@ export class Membership {
     }
     this.heardOf.delete(id.toString());
     const now = Date.now();
+    // it dialled us into a settled view: a newcomer the other members may not know of yet
+    if (conn?.direction === 'inbound' && this.settled(now)) {
+      this.introduce(id);
+    }
     this.lastJoin = now;
     // one answer names every member the peer knows: while the mesh forms, asking each new member
     // again would cost every node O(members²) entries; gossip (tick) fills what one answer missed
@@ -237,9 +271,117 @@ export class Membership {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
       throw err;
     }
+    this.learn(answer.closer.slice(0, this.init.meshLimit));
+  }
+
+  /**
+   * Tell every other member about `id` (a newcomer that dialled us), unless it was introduced
+   * within INTRODUCED_MS. Never throws.
+   */
+  private introduce(id: PeerId): void {
+    const key = id.toString();
+    if (!this.noteIntroduced(key)) {
+      return;
+    }
+    const addrs = this.init.peers.get(key)?.listenAddrs ?? [];
+    if (addrs.length === 0) {
+      return;
+    }
+    const body = Message.encode({
+      type: MessageType.FIND_NODE,
+      closer: [
+        {
+          id: id.toMultihash().bytes as Uint8Array<ArrayBuffer>,
+          multiaddrs: addrs.slice(0, MAX_ADDRS_PER_MEMBER).map((a) => a.bytes as Uint8Array<ArrayBuffer>),
+        },
+      ],
+      providers: [],
+    });
+    for (const member of this.init.peers.dhtConnected()) {
+      if (member.id.equals(id)) {
+        continue;
+      }
+      const conn = this.init.libp2p.getConnections(member.id).find((c) => c.status === 'open');
+      if (conn === undefined) {
+        continue;
+      }
+      this.counts.introductionsSent++;
+      this.sendIntroduction(conn, body).catch((err: unknown) => {
+        if (!this.init.stopSignal.aborted) {
+          this.init.log.debug({ peer: member.id.toString(), err: errorText(err) }, 'introduction failed');
+        }
+      });
+    }
+    this.init.log.debug({ peer: key }, 'newcomer introduced to the members');
+  }
+
+  private async sendIntroduction(conn: Connection, body: Uint8Array): Promise<void> {
+    const signal = AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs), this.init.stopSignal]);
+    const stream = await conn.newStream(FERRY_INTRODUCE_PROTOCOL, { signal });
+    try {
+      await lpStream(stream, { maxDataLength: MAX_INTRODUCTION_BYTES }).write(body, { signal });
+      await stream.close({ signal });
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    }
+  }
+
+  /**
+   * A member introduces a newcomer: dial it (as a member a members answer names). Taken from
+   * identified members only, and one newcomer per introduction; the rest is ignored (counted).
+   */
+  private async introduction(stream: Stream, sender: string): Promise<void> {
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_INTRODUCTION_BYTES });
+      const message = Message.decode(await lp.read({ signal: AbortSignal.timeout(this.init.dialTimeoutMs) }));
+      await stream.close();
+      this.counts.introductionsReceived++;
+      if (this.init.peers.get(sender)?.dht !== true) {
+        this.counts.introductionsIgnored++;
+        return;
+      }
+      const named = message.closer.slice(0, 1);
+      for (const member of named) {
+        try {
+          this.noteIntroduced(peerIdFromMultihash(Digest.decode(member.id)).toString());
+        } catch {
+          // malformed: learn() skips it too
+        }
+      }
+      this.learn(named);
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** Record that `key` was introduced now; false when it already was within INTRODUCED_MS. */
+  private noteIntroduced(key: string): boolean {
+    const now = Date.now();
+    const last = this.introduced.get(key);
+    if (last !== undefined && now - last < INTRODUCED_MS) {
+      return false;
+    }
+    if (this.introduced.size >= this.init.meshLimit) {
+      for (const [peer, at] of this.introduced) {
+        if (now - at >= INTRODUCED_MS || this.introduced.size >= this.init.meshLimit) {
+          this.introduced.delete(peer);
+        }
+      }
+    }
+    this.introduced.delete(key); // re-inserted: the map stays in time order
+    this.introduced.set(key, now);
+    return true;
+  }
+
+  /**
+   * Members a peer named (an answer or an introduction): queue dials to the ones we lack, within
+   * the mesh limit and the per-address bound.
+   */
+  private learn(members: Message['closer']): void {
     const self = this.init.libp2p.peerId.toString();
     let room = this.init.meshLimit - this.memberCount() - this.dialing.size - this.queued.size;
-    for (const member of answer.closer.slice(0, this.init.meshLimit)) {
+    for (const member of members) {
       if (room <= 0) {
         return;
       }

@@ -20,6 +20,7 @@ import {
   parseBootstrapDns,
   parseBootstrapPeer,
 } from './address.ts';
+import { FERRY_ASK_PROTOCOL, handleAsks } from './ask-peers.ts';
 import { Bootstrapper } from './bootstrap.ts';
 import { SortedMemoryDatastore } from './datastore.ts';
 import { loadOrCreateKey } from './identity.ts';
@@ -32,7 +33,7 @@ import {
 } from './kad-internals.ts';
 import { Liveness } from './liveness.ts';
 import { Lookup } from './lookup.ts';
-import { FERRY_MEMBERS_PROTOCOL, Membership } from './membership.ts';
+import { FERRY_INTRODUCE_PROTOCOL, FERRY_MEMBERS_PROTOCOL, Membership } from './membership.ts';
 import { NETWORK_KEY_LENGTH } from './network-key.ts';
 import { DEFAULTS, defaultResolver, parseList, positiveInt, validPort } from './options.ts';
 import { PeerBook } from './peer-book.ts';
@@ -344,11 +345,14 @@ class FerryNode implements P2PNode {
     await this.membership.start();
     await this.suspicion.start();
     await handleRecordBatches(this.libp2p, this.store);
+    await handleAsks(this.libp2p, this.store, this.peerBook, (id) => this.membership.isDead(id));
     await this.libp2p.start();
     for (const protocol of [
       FERRY_KAD_PROTOCOL,
       FERRY_MEMBERS_PROTOCOL,
+      FERRY_INTRODUCE_PROTOCOL,
       FERRY_PROVIDERS_PROTOCOL,
+      FERRY_ASK_PROTOCOL,
       FERRY_SUSPECT_PROTOCOL,
     ]) {
       countInboundStreams(this.libp2p, protocol, () => {
@@ -389,6 +393,11 @@ class FerryNode implements P2PNode {
       inboundStreams: { ...this.inbound },
       lookups: { ...this.finder.counts },
       connections: this.libp2p.getConnections().length,
+      introductions: {
+        sent: this.membership.counts.introductionsSent,
+        received: this.membership.counts.introductionsReceived,
+        ignored: this.membership.counts.introductionsIgnored,
+      },
       liveness: { ...this.liveness.counts, suspicions: { ...this.suspicion.counts } },
     };
   }

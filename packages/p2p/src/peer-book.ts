@@ -4,6 +4,7 @@ import type { IdentifyResult, PeerId } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Libp2p } from 'libp2p';
 import { ipAndPort } from './address.ts';
+import { FERRY_ASK_PROTOCOL } from './ask-peers.ts';
 import { type Candidate, kadId } from './batch-provide.ts';
 import { type KadInternals, routingTablePeers } from './kad-internals.ts';
 import { FERRY_PROVIDERS_PROTOCOL } from './provider-batches.ts';
@@ -15,6 +16,8 @@ export interface IdentifiedPeer {
   dht: boolean;
   /** The peer takes records on Ferry's compact protocol (provider-batches.ts). */
   batches: boolean;
+  /** The peer answers provider questions on Ferry's protocol (ask-peers.ts). */
+  ask: boolean;
 }
 
 export class PeerBook {
@@ -35,6 +38,7 @@ export class PeerBook {
       listenAddrs: result.listenAddrs,
       dht: result.protocols.includes(this.protocol),
       batches: result.protocols.includes(FERRY_PROVIDERS_PROTOCOL),
+      ask: result.protocols.includes(FERRY_ASK_PROTOCOL),
     };
     if (result.agentVersion !== undefined) {
       entry.agentVersion = result.agentVersion;

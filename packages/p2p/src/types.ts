@@ -115,10 +115,18 @@ export interface P2PStats {
   keys: number;
   /** Streams peers opened to this node since start, per protocol (kad, members). */
   inboundStreams: Record<string, number>;
-  /** Lookups since start: answered locally, and those that asked peers. */
-  lookups: { local: number; network: number };
+  /**
+   * Lookups since start: answered locally, those that asked peers, and those answered locally only
+   * because the node's bound on rounds asking peers was reached (also counted in `local`).
+   */
+  lookups: { local: number; network: number; shed: number };
   /** Open connections (a peer has one unless a duplicate is closing). */
   connections: number;
+  /**
+   * Newcomers introduced since start (membership.ts): introductions this node sent (one per member
+   * told), received, and of those ignored (not from an identified member).
+   */
+  introductions: { sent: number; received: number; ignored: number };
   /**
    * Liveness since start (liveness.ts): pings sent, duplicate connections closed, peers that left
    * this node's ping unanswered; suspicions (suspicion.ts): suspects this node told its members

@@ -176,20 +176,21 @@ test('advertise on A: lookup from B yields A with its IP and registry port; neve
   }, /invalid sha256 digest/);
 });
 
-test('lookup of an absent key ends: by itself in a cluster, on abort when alone (no throw)', async (t) => {
+test('lookup of an absent key ends by itself: in a cluster, and at once when alone (no member to ask)', async (t) => {
   const nodes = await cluster(t, 4, 3);
   assert.deepEqual(await collect(nodes[1] as P2PNode, digest(404), 10_000), []);
 
+  // below the mesh limit no kad query runs: with no member there is nothing to wait for
   const lonely = await start(t, { listen: { host: '127.77.4.9', port: 0 }, registryPort: 5000 });
   const ctl = new AbortController();
-  const started = Date.now();
-  setTimeout(() => ctl.abort(), 200);
+  const timer = setTimeout(() => ctl.abort(), 10_000);
   const found: Peer[] = [];
   for await (const peer of lonely.lookup(digest(404), { signal: ctl.signal })) {
     found.push(peer);
   }
+  clearTimeout(timer);
   assert.deepEqual(found, []);
-  assert.ok(Date.now() - started >= 150, 'the query waited for peers until the abort');
+  assert.equal(ctl.signal.aborted, false, 'the lookup ended before its deadline');
   // an already-aborted signal ends at once
   for await (const _ of lonely.lookup(digest(404), { signal: AbortSignal.abort() })) {
     assert.fail('nothing expected');
