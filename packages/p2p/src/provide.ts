@@ -2,8 +2,9 @@
 // Ferry's compact protocol, provider-batches.ts, to peers that speak it; as batched kad
 // ADD_PROVIDER messages otherwise), refresh at half the record validity, retry of keys that
 // reached no peer, every key sent again to a member a send failed to, and push of every advertised
-// key to a DHT peer as soon as it connects. Up to `meshLimit` members every record goes to every member
-// (kad-dht would send it to the k = 20 closest only); beyond, to the k closest, as kad-dht does.
+// key to a DHT peer as soon as it connects. Up to `meshLimit` members every record goes to every
+// connected member (kad-dht would send it to the k = 20 closest only, dialling them); beyond, to the
+// k closest, as kad-dht does.
 // kad-dht's RPC handler on every peer receives the records (into Ferry's provider store) and
 // answers GET_PROVIDERS; Ferry decides what to send to whom, and when.
 import { setMaxListeners } from 'node:events';
@@ -312,18 +313,27 @@ export class Provider {
   }
 
   /**
-   * Group `keys` per target peer (every member up to `meshLimit` members, else the k closest to
+   * Group `keys` per target peer (every connected member up to `meshLimit` members, else the k closest to
    * each key, as kad-dht would pick) and write them in chunks, one stream per chunk, through the
    * shared queue. A peer a chunk failed to gets every key again later (`repush`). Returns the keys
    * that reached at least one peer.
    */
   private async sendRecords(keys: string[], onlyPeer: string | undefined): Promise<Set<string>> {
     const reached = new Set<string>();
-    const candidates = this.init.peers.candidates(this.init.isDead);
+    const libp2p = this.init.libp2p;
+    const known = this.init.peers.candidates(this.init.isDead);
+    // Within the mesh, records go to the connected members only: every live member is connected or
+    // about to be, and gets every key pushed once identified (onPeerIdentified). A routing-table
+    // peer without a connection is one not seen alive in this life (a restarted node's persisted
+    // peers): dialling it delayed every advertise behind dials to peers long gone.
+    const mesh = known.length <= this.init.meshLimit;
+    const candidates = mesh
+      ? known.filter((c) => libp2p.getConnections(c.id).some((conn) => conn.status === 'open'))
+      : known;
     if (candidates.length === 0) {
       return reached;
     }
-    const k = candidates.length <= this.init.meshLimit ? candidates.length : this.init.dht.k;
+    const k = mesh ? candidates.length : this.init.dht.k;
     const perPeer = new Map<string, { peer: (typeof candidates)[number]; keys: string[] }>();
     for (const key of keys) {
       const entry = this.wanted.get(key);
@@ -342,7 +352,6 @@ export class Provider {
         group.keys.push(key);
       }
     }
-    const libp2p = this.init.libp2p;
     const provider = providerInfo(
       libp2p.peerId.toMultihash().bytes,
       libp2p.getMultiaddrs().map((a) => a.bytes),
