@@ -243,6 +243,7 @@ export function createTracker(opts: TrackerOptions): Tracker {
     const started = performance.now();
     try {
       const [records, content] = await Promise.all([store.listImages(), store.listContent()]);
+      const listed = performance.now();
       const present = new Map<string, number>();
       for (const c of content) present.set(c.digest, c.size);
       const groups = groupImages(records);
@@ -275,6 +276,7 @@ export function createTracker(opts: TrackerOptions): Tracker {
       images = snap.sort((a, b) => (a.names[0] ?? a.digest).localeCompare(b.names[0] ?? b.digest));
       imageCount = snap.length;
 
+      const walked = performance.now();
       const added = [...desired].filter((k) => !advertised.has(k)).sort();
       const gone = [...advertised].filter((k) => !desired.has(k)).sort();
       const [adv, wd] = await Promise.allSettled([
@@ -312,7 +314,17 @@ export function createTracker(opts: TrackerOptions): Tracker {
       };
       if (doneAdded.length > 0 || doneGone.length > 0) {
         log?.info(
-          { advertised: doneAdded.length, withdrawn: doneGone.length, ...result.counts },
+          {
+            advertised: doneAdded.length,
+            withdrawn: doneGone.length,
+            ...result.counts,
+            // where the time went: containerd's listings, the manifest walk, advertise and withdraw
+            ms: {
+              list: Math.round(listed - started),
+              walk: Math.round(walked - listed),
+              advertise: Math.round(durationMs - (walked - started)),
+            },
+          },
           'tracker: reconciled',
         );
       }
