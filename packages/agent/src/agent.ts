@@ -41,6 +41,8 @@ import { createTracker, type ImageStore, type Tracker } from './tracker.ts';
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** How many recent mirror requests the status endpoint keeps. */
 const RECENT_REQUESTS = 50;
+/** Longest the agent waits for its first reconcile before it joins the cluster anyway. */
+const JOIN_WAIT_MS = 10_000;
 
 /** A running agent. */
 export interface AgentRuntime {
@@ -169,6 +171,8 @@ export async function startAgent(
       ...(identityDir ? { dataDir: identityDir } : {}),
       bootstrapPeers: [...config.bootstrapPeers],
       bootstrapDns: [...config.bootstrapDns],
+      // joined below, once the first reconcile listed what containerd holds
+      joinLater: true,
       logger: logger.child({ component: 'p2p' }),
     });
     closers.push({ name: 'p2p', close: () => router.stop() });
@@ -345,6 +349,7 @@ export async function startAgent(
       },
       'agent listening',
     );
+    joinAfterFirstReconcile(tracker, router, logger);
 
     return {
       logger,
@@ -363,6 +368,27 @@ export async function startAgent(
     await closeAll();
     throw err;
   }
+}
+
+/**
+ * Join the cluster (dial the bootstrap targets) once the first reconcile has listed and advertised
+ * what containerd holds, or after JOIN_WAIT_MS. Each member this node connects to then gets every
+ * record pushed with the connection: a node restarting into a formed mesh is findable as soon as it
+ * is connected. Joining first made the manifest walk race the handshakes of the whole mesh on one
+ * event loop (seconds on a busy node, and the records followed the walk).
+ */
+function joinAfterFirstReconcile(tracker: Tracker, router: P2PNode, logger: Logger): void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const waited = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, JOIN_WAIT_MS);
+    timer.unref();
+  });
+  Promise.race([tracker.reconcile().then(() => undefined), waited])
+    .catch((err: unknown) => logger.warn({ err }, 'first reconcile failed; joining the cluster anyway'))
+    .finally(() => {
+      clearTimeout(timer);
+      router.join();
+    });
 }
 
 /** `ferry agent`: starts the agent and runs until SIGTERM/SIGINT, then shuts down cleanly (exit code 0). */

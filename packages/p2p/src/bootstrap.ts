@@ -34,20 +34,28 @@ export class Bootstrapper {
   private running: Promise<void> | undefined;
   private delay: number;
   private nextAt = 0;
+  private started = false;
 
   constructor(init: BootstrapInit) {
     this.init = init;
     this.delay = init.bootstrapRetryMs;
   }
 
-  /** First round, at start. */
+  /** First round (once; later rounds come from tick). */
   start(): void {
+    if (this.started || this.stopController.signal.aborted) {
+      return;
+    }
+    this.started = true;
     this.nextAt = Date.now() + this.delay;
     this.run();
   }
 
   /** While not ready, bootstrap again with a doubling delay (up to 30 s); reset once ready. */
   tick(now: number, ready: boolean): void {
+    if (!this.started) {
+      return;
+    }
     if (ready) {
       this.delay = this.init.bootstrapRetryMs;
       return;

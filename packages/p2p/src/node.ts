@@ -211,7 +211,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
       };
     },
   );
-  await node.start();
+  await node.start(opts.joinLater !== true);
   return node;
 }
 
@@ -325,7 +325,7 @@ class FerryNode implements P2PNode {
     return this.libp2p.getMultiaddrs().map((a) => a.toString());
   }
 
-  async start(): Promise<void> {
+  async start(join: boolean): Promise<void> {
     this.libp2p.addEventListener('connection:open', (evt) => this.liveness.onConnectionOpen(evt.detail));
     this.libp2p.addEventListener('peer:identify', (evt) => {
       if (this.peerBook.onIdentify(evt.detail)) {
@@ -360,12 +360,18 @@ class FerryNode implements P2PNode {
       });
     }
     this.log.info({ peerId: this.peerId, addresses: this.addresses }, 'p2p node started');
-    this.bootstrapper.start();
+    if (join) {
+      this.bootstrapper.start();
+    }
     this.schedule();
   }
 
   ready(): boolean {
     return this.kad.routingTable.size > 0;
+  }
+
+  join(): void {
+    this.bootstrapper.start();
   }
 
   peers(): { id: string; addresses: string[] }[] {

@@ -22,6 +22,12 @@ export interface P2PNodeOptions {
   bootstrapPeers?: string[];
   /** DNS bootstrap entries `name:port`; every A/AAAA address of the name is dialled (headless Service). */
   bootstrapDns?: string[];
+  /**
+   * Do not dial the bootstrap targets at start, only once `join()` is called (the agent first lists
+   * what its containerd holds, so that its first connections carry its records). Peers may still
+   * dial in meanwhile.
+   */
+  joinLater?: boolean;
   /** Resolves a name to its IP addresses (default: `dns.lookup` with `all: true`). Injectable for tests. */
   resolver?: (name: string) => Promise<string[]>;
   /**
@@ -92,6 +98,8 @@ export interface P2PNode extends Router {
   lookup(key: string, opts: { signal: AbortSignal }): AsyncIterable<Peer>;
   /** True when the DHT routing table holds at least one peer (queries can run). */
   ready(): boolean;
+  /** Start dialling the bootstrap targets (with `joinLater`; a no-op once started or stopped). */
+  join(): void;
   /** Connected peers with their listen addresses (from identify; the connection's address otherwise). */
   peers(): { id: string; addresses: string[] }[];
   /**

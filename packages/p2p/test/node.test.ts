@@ -97,6 +97,24 @@ test('ready() is false alone and becomes true once a static bootstrap peer is co
   );
 });
 
+test('joinLater: no bootstrap dial, not even a retry, until join(); then the node joins', async (t) => {
+  const a = await start(t, { listen: { host: '127.77.1.4', port: 0 }, registryPort: 5004 });
+  const b = await start(t, {
+    listen: { host: '127.77.1.5', port: 0 },
+    registryPort: 5005,
+    bootstrapPeers: [hostPort(a)],
+    bootstrapRetryMs: 100,
+    joinLater: true,
+  });
+  // several retry periods: a node that bootstrapped (or retried) would be connected by now
+  await new Promise((r) => setTimeout(r, 1_500));
+  assert.equal(b.ready(), false);
+  assert.deepEqual(a.peers(), []);
+  b.join();
+  b.join(); // idempotent
+  await until('b joined through a', () => b.ready() && a.peers().some((p) => p.id === b.peerId));
+});
+
 test('DNS bootstrap dials every resolved address except our own, re-trying while alone', async (t) => {
   // One port for all nodes, distinct IPs: like a DaemonSet. Free on this machine right now (another
   // test run may share the loopback block).
