@@ -312,8 +312,10 @@ async function churnFigures(c: Cluster, f: Figures, all: number[], size: number)
         process.stderr.write(
           `churn lookup failed on node ${i} after ${ms.toFixed(0)} ms: found [${found.map(name).join(', ')}]; ` +
             `members ${s.members}, settled ${s.settled}, records ${s.records}, gone ${JSON.stringify(
-              (await c.events(i)).gone.filter((g) => keepers.includes(g.peer)).map((g) => g.at - tKill),
-            )} ms after the kill for keepers\n`,
+              (await c.events(i)).gone
+                .filter((g) => keepers.includes(g.peer))
+                .map((g) => `${g.at - tKill} ms: ${g.reason ?? '?'}`),
+            )} after the kill for keepers\n`,
         );
       }
     }
@@ -353,9 +355,18 @@ async function restartFigures(
   dataDir: string,
 ): Promise<void> {
   await Promise.all(survivors.map((i) => c.watch(i, holder)));
-  const networkLookups = async () =>
-    (await Promise.all(survivors.map((i) => c.stats(i)))).reduce((a, s) => a + s.lookups.network, 0);
-  const [cpu0, network0] = [await c.cpuMs(), await networkLookups()];
+  // lookups that asked peers, were shed, and introductions sent and received, summed over survivors
+  const sums = async () => {
+    const all = await Promise.all(survivors.map((i) => c.stats(i)));
+    const sum = (pick: (s: (typeof all)[number]) => number) => all.reduce((a, s) => a + pick(s), 0);
+    return [
+      sum((s) => s.lookups.network),
+      sum((s) => s.lookups.shed),
+      sum((s) => s.introductions.sent),
+      sum((s) => s.introductions.received),
+    ];
+  };
+  const [cpu0, sums0] = [await c.cpuMs(), await sums()];
   const fresh = digest();
   const tRestart = Date.now();
   // from any survivor that reported a listen address (the keepers first)
@@ -382,7 +393,8 @@ async function restartFigures(
   process.stderr.write(
     `restart trace: node 0 started and advertised after ${tStarted} ms; until the last found it ` +
       `${wall} ms, CPU of all processes ${(((await c.cpuMs()) - cpu0) / wall).toFixed(2)} cores, ` +
-      `${(await networkLookups()) - network0} lookups asked peers\n`,
+      `${(await sums()).map((n, k) => n - (sums0[k] as number)).join(' / ')} lookups asked peers / shed / ` +
+      'introductions sent / received by the survivors\n',
   );
   process.stderr.write(`node 0's log: ${JSON.stringify((await c.events(0)).log)}\n`);
   process.stderr.write('node | connect (dialled by) | identify | first record | findable\n');

@@ -37,8 +37,8 @@ export interface GetResult {
 export interface NodeEvents {
   /** Peer ids this node failed to dial during a lookup ("provider not reachable"), with when. */
   unreachable: { peer: string; at: number }[];
-  /** Peers this node declared dead, with when. */
-  gone: { peer: string; at: number }[];
+  /** Peers this node declared dead, with when and why. */
+  gone: { peer: string; at: number; reason?: string }[];
   /** Peers declared dead that connected again, with when (they are alive from then on). */
   back: { peer: string; at: number }[];
   /** How often each log message was written (with its error's start, if any). */
@@ -89,7 +89,8 @@ function logger(ev: NodeEvents): P2PLogger {
     info(obj: object, msg?: string) {
       count(obj, msg);
       if (msg === 'peer gone: its provider records dropped') {
-        ev.gone.push({ peer: (obj as { peer: string }).peer, at: Date.now() });
+        const { peer, reason } = obj as { peer: string; reason?: string };
+        ev.gone.push({ peer, at: Date.now(), ...(reason === undefined ? {} : { reason }) });
       }
       if (msg === 'peer back: connected again after it was declared gone') {
         ev.back.push({ peer: (obj as { peer: string }).peer, at: Date.now() });
