@@ -144,7 +144,8 @@ async function measure(size: number, net: number): Promise<Figures> {
     const t0 = Date.now();
     const first = await c.start(0, { ...COMMON, dataDir });
     const meshed = await c.startMesh(size, COMMON, size >= 100 ? 600_000 : 300_000);
-    const all = [...c.nodes.keys()];
+    // by index: the map holds the nodes in the order their start completed
+    const all = [...c.nodes.keys()].sort((a, b) => a - b);
     f.set(
       'mesh formed: nodes with every peer / s',
       `${meshed}/${size} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
@@ -284,15 +285,10 @@ async function churnFigures(c: Cluster, f: Figures, all: number[], size: number)
   const churnKey = digest();
   await Promise.all([0, 1, 2].map((i) => c.advertise(i, [churnKey])));
   const keepers = [c.nodes.get(1)?.peerId, c.nodes.get(2)?.peerId] as string[];
-  await findable(c, all.slice(3), churnKey, keepers[1] as string, Date.now(), 30_000);
+  const others = all.filter((i) => i > 2);
+  await findable(c, others, churnKey, keepers[1] as string, Date.now(), 30_000);
   const killCount = Math.max(1, Math.round(size * 0.2));
-  const victims = [
-    0,
-    ...all
-      .slice(3)
-      .sort(() => Math.random() - 0.5)
-      .slice(0, killCount - 1),
-  ];
+  const victims = [0, ...others.sort(() => Math.random() - 0.5).slice(0, killCount - 1)];
   const deadIds = victims.map((i) => c.nodes.get(i)?.peerId as string);
   const tKill = Date.now();
   await Promise.all(victims.map((i) => c.stop(i)));
