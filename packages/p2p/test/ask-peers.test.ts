@@ -6,21 +6,17 @@
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
 import { generateKeyPair } from '@libp2p/crypto/keys';
-import { identify } from '@libp2p/identify';
 import { peerIdFromMultihash, peerIdFromPrivateKey } from '@libp2p/peer-id';
-import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import { multiaddr } from '@multiformats/multiaddr';
-import { createLibp2p } from 'libp2p';
 import * as Digest from 'multiformats/hashes/digest';
 import { Message, MessageType } from '../generated/kad.js';
 import { FERRY_ASK_PROTOCOL } from '../src/ask-peers.ts';
 import { createP2PNode } from '../src/index.ts';
 import { FERRY_MEMBERS_PROTOCOL } from '../src/membership.ts';
 import { FERRY_KAD_PROTOCOL } from '../src/node.ts';
+import { plainPeer } from './plain-peer.ts';
 import { until } from './until.ts';
 
 const hex = (n: number) => n.toString(16).padStart(64, '0');
@@ -28,13 +24,7 @@ const key = (n: number) => Digest.create(0x12, Buffer.from(hex(n), 'hex')).bytes
 
 test('the ask protocol answers from the provider store and refuses anything else', async (t) => {
   const node = await createP2PNode({ listen: { host: '127.77.53.1', port: 0 }, registryPort: 5000 });
-  const asker = await createLibp2p({
-    addresses: { listen: ['/ip4/127.77.53.2/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify() },
-  });
+  const asker = await plainPeer('127.77.53.2');
   t.after(async () => {
     await asker.stop();
     await node.stop();
@@ -71,13 +61,7 @@ test('lookups while the view is unsettled ask peers at most 8 rounds at once; th
   await new Promise<void>((resolve) => tarpit.listen(0, '127.77.54.3', resolve));
   const tarpitPort = (tarpit.address() as { port: number }).port;
   const ghost = peerIdFromPrivateKey(await generateKeyPair('Ed25519'));
-  const hostile = await createLibp2p({
-    addresses: { listen: ['/ip4/127.77.54.2/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify() },
-  });
+  const hostile = await plainPeer('127.77.54.2');
   await hostile.handle(FERRY_KAD_PROTOCOL, (stream) => stream.abort(new Error('not answering')));
   await hostile.handle(FERRY_MEMBERS_PROTOCOL, async (stream) => {
     const lp = lpStream(stream);

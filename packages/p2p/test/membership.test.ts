@@ -7,19 +7,15 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
 import { generateKeyPair } from '@libp2p/crypto/keys';
-import { identify } from '@libp2p/identify';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
-import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import { multiaddr } from '@multiformats/multiaddr';
-import { createLibp2p } from 'libp2p';
 import { Message, MessageType } from '../generated/kad.js';
 import { createP2PNode, type P2PNode } from '../src/index.ts';
 import { FERRY_INTRODUCE_PROTOCOL, FERRY_MEMBERS_PROTOCOL } from '../src/membership.ts';
 import { FERRY_KAD_PROTOCOL } from '../src/node.ts';
+import { plainPeer } from './plain-peer.ts';
 import { until } from './until.ts';
 
 test('a member naming many made-up members at one address gets that address dialled once per period', async (t) => {
@@ -45,13 +41,7 @@ test('a member naming many made-up members at one address gets that address dial
     })),
     providers: [],
   });
-  const hostile = await createLibp2p({
-    addresses: { listen: ['/ip4/127.77.49.2/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify() },
-  });
+  const hostile = await plainPeer('127.77.49.2');
   let asked = 0;
   // speaks Ferry's DHT protocol (so it counts as a member) and answers every members request
   await hostile.handle(FERRY_KAD_PROTOCOL, (stream) => {
@@ -144,13 +134,7 @@ test('a hostile introduction names one newcomer, under the address bound, and on
       providers: [],
     });
   const peer = async (host: string, member: boolean) => {
-    const p = await createLibp2p({
-      addresses: { listen: [`/ip4/${host}/tcp/0`] },
-      transports: [tcp()],
-      connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
-      services: { identify: identify() },
-    });
+    const p = await plainPeer(host);
     if (member) {
       await p.handle(FERRY_KAD_PROTOCOL, (stream) => stream.abort(new Error('not answering')));
     }
