@@ -1,11 +1,11 @@
 // Lookup: the peers that provide a key, as registry endpoints. Reads the local provider store first;
 // when the local view is not known complete (membership.ts), asks the connected members closest to
 // the key at once with a short deadline (ask-peers.ts, Ferry's: 3 below the mesh limit, k at it),
-// and only when that found nothing and
-// this node is at the mesh limit (the cluster may be larger than the mesh) runs kad-dht's iterative
-// GET_PROVIDERS query. Below the limit every connected member holds every record once settled, so
-// the iterative query (which dials peers it hears of and runs until the caller's deadline) would
-// only add load: while members join, every miss on every node started one.
+// and only when that found nothing and this node is at the mesh limit (the cluster may be larger
+// than the mesh) runs kad-dht's iterative GET_PROVIDERS query. Below the limit every connected
+// member holds every record once settled, so the iterative query (which dials peers it hears of and
+// runs until the caller's deadline) would only add load: while members join, every miss on every
+// node started one.
 // Rounds that ask peers are bounded per node (`MAX_ASKS_IN_FLIGHT`): while views are unsettled (a
 // member joining, deaths being learnt) each lookup would otherwise cost k streams on k members, and
 // a burst of lookups on every node multiplies into a storm that delays the very connections that
@@ -79,7 +79,8 @@ export class Lookup {
     // Our own provider store first. While the cluster fits the mesh (membership.ts), every member
     // sends every record to every member, so once the mesh is settled the store is complete: a hit
     // lists every provider and a miss ends at once, with no network query (one per request would
-    // cost every node CPU for nothing). Otherwise kad-dht's iterative query follows the local hits.
+    // cost every node CPU for nothing). Otherwise the closest members are asked after the local hits
+    // (askMembers), and at the mesh limit kad-dht's iterative query after them.
     const complete = membership.settled();
     let found = 0;
     let stored = 0;

@@ -22,7 +22,8 @@
 //   records with it, provide.ts pushes them on each new connection), while the members only heard
 //   of it through gossip; with it, every member dials it within one round trip, and its handshakes
 //   run in parallel. A newcomer introduced (by anyone) within `INTRODUCED_MS` is not introduced
-//   again. An introduction is a peer's statement like a members answer: the same bounds apply.
+//   again. An introduction is a peer's statement like a members answer: the same bounds apply, and
+//   it is taken from identified members only, one newcomer each.
 // - Dial pacing: mesh dials run at most `MESH_DIAL_CONCURRENCY` at a time per node, the rest wait
 //   in a queue (bounded by meshLimit). When many nodes start at once, a node that dialled every
 //   member it heard of at once had each handshake compete with all the others: on a busy machine
