@@ -235,10 +235,15 @@ test('a peer dies mid-blob: the pull resumes from another, and the log credits e
   dying.blobs = { cutAfter: 200_000 };
   taker.blobs = 'ranges-only';
   const n = node(3);
+  // Node 3 picks among the holders it knows at random: once its HEADs reached both, it knows both (the
+  // resume needs the taker, and the first GET needs the dying one).
+  const askedForManifest = (a: typeof dying) =>
+    a.requests.some((r) => r.method === 'HEAD' && r.path.includes(img.digest));
   await waitFor(
-    async () =>
-      (await registryRequest(n, rig.cluster, `/v2/trust/resume/manifests/${img.digest}`, { method: 'HEAD' }))
-        .status === 200,
+    async () => {
+      await registryRequest(n, rig.cluster, `/v2/trust/resume/manifests/${img.digest}`, { method: 'HEAD' });
+      return askedForManifest(dying) && askedForManifest(taker);
+    },
     { timeoutMs: 30_000, what: 'node 3 finds both' },
   );
   await n.pull(rig.cluster.ref('trust/resume:v1'));
@@ -247,17 +252,23 @@ test('a peer dies mid-blob: the pull resumes from another, and the log credits e
     taker.requests.some((r) => r.path.includes(layer.digest)),
     'the taker resumed it',
   );
-  const line = readFileSync(n.agent!.logFile, 'utf8')
-    .split('\n')
-    .map((l) => {
-      try {
-        return JSON.parse(l) as { key?: string; peers?: { id: string; bytes: number }[] };
-      } catch {
-        return {};
-      }
-    })
-    .find((e) => e.key === layer.digest && e.peers !== undefined);
-  assert.ok(line?.peers, `a log line credits the peers of ${layer.digest}`);
+  // The request's line is written when its response ends, which may be just after containerd has the bytes.
+  const creditLine = () =>
+    readFileSync(n.agent!.logFile, 'utf8')
+      .split('\n')
+      .map((l) => {
+        try {
+          return JSON.parse(l) as { key?: string; peers?: { id: string; bytes: number }[] };
+        } catch {
+          return {};
+        }
+      })
+      .find((e) => e.key === layer.digest && e.peers !== undefined);
+  const line = await waitFor(creditLine, {
+    timeoutMs: 10_000,
+    what: `a log line crediting the peers of ${layer.digest}`,
+  });
+  assert.ok(line.peers);
   const credit = new Map(line.peers.map((p) => [p.id, p.bytes]));
   assert.ok((credit.get(dying.peerId) ?? 0) > 0, 'the peer that died is credited with what it sent');
   assert.ok((credit.get(taker.peerId) ?? 0) > 0, 'the peer that took over is credited too');
