@@ -83,8 +83,12 @@ export function countInboundStreams(libp2p: object, protocol: string, onStream: 
 export interface MuxerInternals {
   /** Called with every chunk read from the connection (replaced on the instance to watch it). */
   onData(buf: unknown): void;
-  /** Send a yamux PING frame; resolves with the round trip once the peer answered. */
-  ping(options: { signal: AbortSignal }): Promise<number>;
+  /**
+   * Send a yamux PING frame (or join the one in flight); resolves with the round trip once the peer
+   * answered. yamux forgets a ping whose `signal` aborted, and takes its late answer for a protocol
+   * error that aborts the connection: liveness.ts passes no signal.
+   */
+  ping(options?: { signal?: AbortSignal }): Promise<number>;
 }
 
 /** The yamux muxer of a connection, or undefined if libp2p no longer exposes it this way. */

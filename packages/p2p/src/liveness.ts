@@ -11,7 +11,11 @@
 // - Round robin: every `ROUND_ROBIN_MS` one other peer, in a shuffled round robin, is probed if
 //   quiet: connections outside every ring (a partial mesh, beyond meshLimit) are checked too.
 // - A probe unanswered within `timeoutMs` (and nothing else heard from the peer meanwhile): the
-//   peer is gone. Every connection to it is aborted and `onUnresponsive` names it: the node drops
+//   peer is gone. A deadline that this node's own event loop let pass late (by 1 s or more: a
+//   blocked or CPU-starved process) proves nothing of the peer: the ping is waited for again (3
+//   deadlines at most), and an answer that came in with the deadline is read before the verdict.
+//   A ping is never abandoned: yamux takes the late answer to a ping it forgot for a protocol error
+//   and aborts the connection, so a slow answer would otherwise cut a live peer off. Every connection to it is aborted and `onUnresponsive` names it: the node drops
 //   its records (membership.ts) and tells its members (suspicion.ts), who stop sending lookups to
 //   it at once and confirm with their own probe (`check`) before dropping its records.
 // - Worst case, with the defaults (quietMs 2 s, the 500 ms housekeeping tick, pingTimeoutMs 5 s),
@@ -28,7 +32,6 @@
 import type { Connection } from '@libp2p/interface';
 import type { Libp2p } from 'libp2p';
 import { connectionMuxer, type MuxerInternals } from './kad-internals.ts';
-import { errorText } from './options.ts';
 import type { P2PLogger } from './types.ts';
 
 /** Least age of a duplicate connection before it is closed. */
@@ -37,6 +40,10 @@ const DUPLICATE_GRACE_MS = 2_000;
 export const SUCCESSORS = 2;
 /** One more peer, in a shuffled round robin, is probed this often (if quiet). */
 export const ROUND_ROBIN_MS = 10_000;
+/** A probe's deadline that fires this late was held up by this node's own event loop. */
+const STALL_MS = 1_000;
+/** Deadlines one probe is waited for at most, when this node's own stalls spoil them. */
+const PROBES_WHEN_STALLED = 3;
 
 export interface LivenessInit {
   libp2p: Libp2p;
@@ -74,7 +81,7 @@ export class Liveness {
    * Since start (for the stats): probes sent, duplicate connections closed, peers found gone by this
    * node's own probes (confirmations of a member's suspicion included).
    */
-  readonly counts = { pings: 0, duplicatesClosed: 0, unresponsive: 0 };
+  readonly counts = { pings: 0, duplicatesClosed: 0, unresponsive: 0, stalledProbes: 0 };
   private warned = false;
 
   constructor(init: LivenessInit) {
@@ -148,34 +155,72 @@ export class Liveness {
     if (state.probing !== undefined) {
       return state.probing;
     }
-    this.counts.pings++;
-    const signal = AbortSignal.any([AbortSignal.timeout(this.init.timeoutMs), this.init.stopSignal]);
-    const probing = muxer.ping({ signal }).then(
-      (): CheckResult => {
-        state.lastHeard = Date.now();
-        return 'alive';
-      },
-      (err: unknown): CheckResult => {
-        if (this.init.stopSignal.aborted || conn.status !== 'open') {
-          return 'unconnected';
-        }
-        // a frame may have come in meanwhile: only silence for the whole deadline counts
-        if (Date.now() - state.lastHeard < this.init.timeoutMs) {
-          return 'alive';
-        }
-        this.counts.unresponsive++;
-        this.init.log.info({ peer, err: errorText(err) }, 'peer unresponsive: connections aborted');
-        for (const c of this.init.libp2p.getConnections(conn.remotePeer)) {
-          c.abort(new Error(`no answer to a ping within ${this.init.timeoutMs} ms`));
-        }
-        return 'gone';
-      },
-    );
+    const probing = this.probe(peer, state, conn, muxer);
     state.probing = probing;
     probing.finally(() => {
       state.probing = undefined;
     });
     return probing;
+  }
+
+  /**
+   * One ping, waited for `timeoutMs`. The ping is never abandoned (see `MuxerInternals.ping`): it
+   * stays in flight until answered or the connection goes, and a later probe joins it. A deadline
+   * this node's own event loop let pass (it fired `STALL_MS` late: a blocked or CPU-starved process)
+   * proves nothing of the peer: the ping is waited for again, `PROBES_WHEN_STALLED` deadlines in all.
+   */
+  private async probe(
+    peer: string,
+    state: PeerState,
+    conn: Connection,
+    muxer: MuxerInternals,
+  ): Promise<CheckResult> {
+    this.counts.pings++;
+    const answered = muxer.ping().then(
+      () => true,
+      () => false,
+    );
+    for (let left = PROBES_WHEN_STALLED; ; left--) {
+      const waited = Date.now();
+      if (await this.within(answered, this.init.timeoutMs)) {
+        state.lastHeard = Date.now();
+        return 'alive';
+      }
+      // Timers run before the poll phase: an answer that came with the deadline is read first.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (this.init.stopSignal.aborted || conn.status !== 'open') {
+        return 'unconnected';
+      }
+      // a frame may have come in meanwhile: only silence for the whole deadline counts
+      if (Date.now() - state.lastHeard < this.init.timeoutMs) {
+        return 'alive';
+      }
+      if (left > 1 && Date.now() - waited >= this.init.timeoutMs + STALL_MS) {
+        this.counts.stalledProbes++;
+        continue;
+      }
+      this.counts.unresponsive++;
+      this.init.log.info({ peer }, 'peer unresponsive: connections aborted');
+      for (const c of this.init.libp2p.getConnections(conn.remotePeer)) {
+        c.abort(new Error(`no answer to a ping within ${this.init.timeoutMs} ms`));
+      }
+      return 'gone';
+    }
+  }
+
+  /** Whether `answer` resolves true within `ms` (false at the deadline, or once the node stops). */
+  private within(answer: Promise<boolean>, ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (v: boolean) => {
+        clearTimeout(timer);
+        this.init.stopSignal.removeEventListener('abort', stop);
+        resolve(v);
+      };
+      const stop = () => done(false);
+      const timer = setTimeout(stop, ms);
+      this.init.stopSignal.addEventListener('abort', stop, { once: true });
+      answer.then(done);
+    });
   }
 
   /** The `SUCCESSORS` peers after this node on the ring of `peers` and itself, sorted by id. */

@@ -137,7 +137,8 @@ export interface P2PStats {
   introductions: { sent: number; received: number; ignored: number };
   /**
    * Liveness since start (liveness.ts): pings sent, duplicate connections closed, peers that left
-   * this node's ping unanswered; suspicions (suspicion.ts): suspects this node told its members
+   * this node's ping unanswered, probes sent again because this node's own event loop let the
+   * deadline pass late; suspicions (suspicion.ts): suspects this node told its members
    * of, suspicions received, confirmed by this node's own ping, cleared (the peer answered), and
    * ignored (rate, bounds, malformed, not from a member, about a peer not connected).
    */
@@ -145,6 +146,7 @@ export interface P2PStats {
     pings: number;
     duplicatesClosed: number;
     unresponsive: number;
+    stalledProbes: number;
     suspicions: { told: number; received: number; confirmed: number; cleared: number; ignored: number };
   };
 }

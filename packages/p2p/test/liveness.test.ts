@@ -4,11 +4,14 @@
 // nodes, beyond k, in several processes, is scale.test.ts.) Then, in two processes: a frozen peer
 // (SIGSTOP: its connections stay open and silent) is found by Ferry's liveness ping, and a second
 // connection between two peers is closed; in four: a frozen peer is found by its ring
-// predecessors, and a member that does not watch it is told and confirms it.
+// predecessors, and a member that does not watch it is told and confirms it. In one process: a
+// prober whose own event loop is blocked past its deadline does not take a live peer for gone.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createP2PNode, type P2PLogger, type P2PNode, type Peer } from '../src/index.ts';
+import { Liveness } from '../src/liveness.ts';
 import { Cluster, until } from './cluster/harness.ts';
+import { plainPeer } from './plain-peer.ts';
 
 const N = 5;
 
@@ -172,4 +175,42 @@ test('a frozen peer is found by its ring predecessors; a member that does not wa
     (await cluster.stats(observer)).liveness.suspicions.received > before,
     'the member that does not watch it was told',
   );
+});
+
+test("a probe whose deadline this node's own blocked event loop let pass does not find a live peer gone", async (t) => {
+  const a = await plainPeer('127.77.55.1', { ferryLiveness: true });
+  const b = await plainPeer('127.77.55.2', { ferryLiveness: true });
+  const stop = new AbortController();
+  t.after(async () => {
+    stop.abort();
+    await Promise.all([a.stop(), b.stop()]);
+  });
+  const gone: string[] = [];
+  const logs: unknown[] = [];
+  const liveness = new Liveness({
+    libp2p: a,
+    log: { info: (o: unknown) => logs.push(o), error: (o: unknown) => logs.push(o) } as unknown as P2PLogger,
+    quietMs: 60_000,
+    timeoutMs: 300,
+    skip: () => false,
+    onUnresponsive: (peer) => gone.push(peer),
+    stopSignal: stop.signal,
+  });
+  const conn = await a.dial(b.getMultiaddrs());
+  liveness.onConnectionOpen(conn);
+  const peer = b.peerId.toString();
+  assert.equal(await liveness.check(peer), 'alive', 'a live peer answers an unhindered probe');
+  // The probe's deadline passes while this process is busy: neither the ping nor its answer could
+  // move. (A probe that gave up on its ping and sent another would have the connection aborted by
+  // yamux when the first answer came.)
+  const result = liveness.check(peer);
+  const busyUntil = Date.now() + 1_600;
+  while (Date.now() < busyUntil) {
+    // busy: a process starved of CPU, or a long synchronous task
+  }
+  assert.equal(await result, 'alive', 'the stalled probe was sent again and answered');
+  assert.ok(liveness.counts.stalledProbes >= 1, 'counted as a stalled probe');
+  assert.equal(liveness.counts.unresponsive, 0);
+  assert.deepEqual(gone, []);
+  assert.equal(conn.status, 'open', 'the connection was kept');
 });
