@@ -11,7 +11,7 @@
 // time: the run fails only on a broken set-up. FERRY_RIG_KEEP=1 keeps the agents' logs.
 //   node test/bench/agents.ts [--sizes 5,30] [--out FILE]
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { registryRequest } from '../e2e/helpers.ts';
 import type { BuiltImage, Cluster, ClusterNode } from '../rig/index.ts';
@@ -90,6 +90,17 @@ async function pulls(cluster: Cluster, nodes: ClusterNode[], img: BuiltImage, ta
     }
   });
   return { ok: nodes.length - failures.length, of: nodes.length, failures };
+}
+
+/** Lines in the running agents' logs that declare a peer gone (every one before a kill is a live peer). */
+function peersDeclaredGone(cluster: Cluster): number {
+  let count = 0;
+  for (const nd of cluster.nodes) {
+    if (nd.agent === undefined) continue;
+    const text = readFileSync(nd.agent.logFile, 'utf8');
+    count += text.split('peer gone: its provider records dropped').length - 1;
+  }
+  return count;
 }
 
 async function measure(n: number, bundle: string): Promise<{ rows: Map<string, string>; notes: string[] }> {
@@ -188,6 +199,11 @@ async function measure(n: number, bundle: string): Promise<{ rows: Map<string, s
       `${outage.ok}/${outage.of}`,
     );
     for (const f of outage.failures) notes.push(`${n} nodes, outage pull failed: ${f}`);
+
+    rows.set(
+      'live peers declared gone by an agent before the kill (lines in the agents logs)',
+      String(peersDeclaredGone(cluster)),
+    );
 
     // 5. Churn: 20% SIGKILLed at once (node 1, a holder of B, among them; `second` holds B and lives).
     const killCount = Math.max(1, Math.round(n / 5));
