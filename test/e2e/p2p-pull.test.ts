@@ -69,6 +69,11 @@ test('node A pulls from the upstream, then B pulls by tag and by digest from A w
   await c.pull(`${cluster.upstream.host}/demo/app@${app.digest}`);
   const cImages = await c.containerd.client.listImages();
   assert.ok(cImages.some((i) => i.target.digest === app.digest));
+
+  // The peer network's own figures: C sees both others, holds A's records, and its lookups were answered.
+  assert.equal(await c.agent!.metric('ferry_p2p_members'), 2);
+  assert.ok((await c.agent!.metric('ferry_p2p_provider_records')) >= digestsOf(app).length);
+  assert.ok((await c.agent!.metric('ferry_p2p_lookups_total')) >= 1, 'lookups counted');
 });
 
 test('a two-platform index pulled on A is served to B', async () => {

@@ -22,7 +22,13 @@ import { createDataDirHealth, probeDataDir } from './data-dir.ts';
 import { createAgentPullThrough } from './first-pull.ts';
 import { localClientMatcher } from './local-clients.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { createMetrics, createRequestObserver, type FerryMetrics, recordTrackerCounts } from './metrics.ts';
+import {
+  createMetrics,
+  createRequestObserver,
+  type FerryMetrics,
+  recordTrackerCounts,
+  registerP2PMetrics,
+} from './metrics.ts';
 import { createOpsServer } from './ops.ts';
 import { checkAgentPinnerConfig, type RunningPinner, startAgentPinner } from './pinner.ts';
 import { drain, trackResponses, untilShutdownSignal } from './shutdown.ts';
@@ -176,6 +182,7 @@ export async function startAgent(
       logger: logger.child({ component: 'p2p' }),
     });
     closers.push({ name: 'p2p', close: () => router.stop() });
+    registerP2PMetrics(metrics, () => router.stats());
     // Peer HTTP auth with the network key: peers sign requests and answers; other clients must be local.
     const peerAuth =
       networkKeys.length === 0

@@ -3,6 +3,7 @@
  * mapping from the registry plugin's request events to them.
  */
 
+import type { P2PStats } from '@ferry/p2p';
 import type { RegistryRequestEvent, RequestOutcome } from '@ferry/registry';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { TrackerCounts } from './tracker.ts';
@@ -286,4 +287,87 @@ export function recordTrackerCounts(metrics: FerryMetrics, counts: TrackerCounts
   metrics.advertisedKeys.set({ kind: 'digest' }, counts.digests);
   metrics.advertisedKeys.set({ kind: 'tag' }, counts.tags);
   metrics.trackedImages.set(counts.images);
+}
+
+/**
+ * The peer network's own figures (`P2PNode.stats()`), read at each scrape: the mesh (members,
+ * connections, whether the view is settled), the provider store, how lookups were answered, and the
+ * failure detector (pings, peers found unresponsive, probes this node's own stalls spoilt,
+ * suspicions, introductions). Counters mirror the node's totals since start.
+ */
+export function registerP2PMetrics(metrics: FerryMetrics, stats: () => P2PStats): void {
+  const registers = [metrics.registry];
+  const gauge = (name: string, help: string, value: (s: P2PStats) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(value(stats()));
+      },
+    });
+  /** A counter that follows a total the node keeps, per label value. */
+  const total = <L extends string>(
+    name: string,
+    help: string,
+    label: L,
+    values: (s: P2PStats) => Record<string, number>,
+  ) => {
+    const last = new Map<string, number>();
+    return new Counter<L>({
+      name,
+      help,
+      labelNames: [label],
+      registers,
+      collect() {
+        for (const [value, n] of Object.entries(values(stats()))) {
+          const delta = n - (last.get(value) ?? 0);
+          if (delta > 0) this.inc({ [label]: value } as Record<L, string>, delta);
+          else if (!last.has(value)) this.inc({ [label]: value } as Record<L, string>, 0);
+          last.set(value, n);
+        }
+      },
+    });
+  };
+  gauge('ferry_p2p_members', 'DHT members connected.', (s) => s.members);
+  gauge('ferry_p2p_connections', 'Open peer connections.', (s) => s.connections);
+  gauge(
+    'ferry_p2p_view_settled',
+    '1 while the node takes its provider store for the whole cluster (full mesh, no member joining).',
+    (s) => (s.settled ? 1 : 0),
+  );
+  gauge(
+    'ferry_p2p_provider_records',
+    'Provider records held (key x provider), its own included.',
+    (s) => s.records,
+  );
+  total(
+    'ferry_p2p_lookups_total',
+    'Lookups by how they were answered: from the local store (view settled), by asking members, or from the local store because the bound on rounds asking members was reached (shed).',
+    'answer',
+    (s) => ({ local: s.lookups.local - s.lookups.shed, asked: s.lookups.network, shed: s.lookups.shed }),
+  );
+  total(
+    'ferry_p2p_liveness_total',
+    "The failure detector: pings sent, peers found unresponsive by this node's own ping, deadlines waited again because this node's own event loop let them pass (stalled), duplicate connections closed.",
+    'event',
+    (s) => ({
+      ping: s.liveness.pings,
+      unresponsive: s.liveness.unresponsive,
+      stalled: s.liveness.stalledProbes,
+      duplicate_closed: s.liveness.duplicatesClosed,
+    }),
+  );
+  total(
+    'ferry_p2p_suspicions_total',
+    "Suspicions of a dead peer: told to members, received, confirmed by this node's own ping, cleared (the peer answered), ignored (bounds, not from a member).",
+    'event',
+    (s) => ({ ...s.liveness.suspicions }),
+  );
+  total(
+    'ferry_p2p_introductions_total',
+    'Newcomers introduced: introductions sent (one per member told), received, ignored (not from a member).',
+    'event',
+    (s) => ({ ...s.introductions }),
+  );
 }

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import type { P2PStats } from '@ferry/p2p';
 import { createLogger } from '../src/logger.ts';
 import {
   createMetrics,
   createRequestObserver,
   type RequestEvent,
   recordTrackerCounts,
+  registerP2PMetrics,
 } from '../src/metrics.ts';
 import { createOpsServer } from '../src/ops.ts';
 
@@ -144,6 +146,58 @@ describe('metrics', () => {
     const regs = new Set(metric.values.map((v) => v.labels.registry));
     assert.deepEqual([...regs].sort(), ['a.io', 'b.io', 'invalid', 'other']);
     assert.equal(await value(m, 'ferry_mirror_requests_total', { registry: 'other' }), 2);
+  });
+
+  it("exposes the peer network's stats at each scrape: gauges as they are, counters following the node's totals", async () => {
+    const m = createMetrics({ defaultMetrics: false });
+    const stats: P2PStats = {
+      members: 29,
+      settled: true,
+      records: 420,
+      keys: 15,
+      inboundStreams: {},
+      lookups: { local: 10, network: 4, shed: 3 },
+      connections: 30,
+      introductions: { sent: 2, received: 1, ignored: 0 },
+      liveness: {
+        pings: 50,
+        duplicatesClosed: 1,
+        unresponsive: 0,
+        stalledProbes: 2,
+        suspicions: { told: 0, received: 1, confirmed: 0, cleared: 1, ignored: 0 },
+      },
+    };
+    registerP2PMetrics(m, () => stats);
+    assert.equal(await value(m, 'ferry_p2p_members'), 29);
+    assert.equal(await value(m, 'ferry_p2p_view_settled'), 1);
+    assert.equal(await value(m, 'ferry_p2p_provider_records'), 420);
+    assert.equal(
+      await value(m, 'ferry_p2p_lookups_total', { answer: 'local' }),
+      7,
+      'local answers, shed ones apart',
+    );
+    assert.equal(await value(m, 'ferry_p2p_lookups_total', { answer: 'shed' }), 3);
+    assert.equal(await value(m, 'ferry_p2p_liveness_total', { event: 'stalled' }), 2);
+    assert.equal(
+      await value(m, 'ferry_p2p_liveness_total', { event: 'unresponsive' }),
+      0,
+      'a zero series exists',
+    );
+    // The node's totals grow; the counters follow them, scrape after scrape.
+    stats.settled = false;
+    stats.lookups = { local: 12, network: 9, shed: 3 };
+    stats.liveness.unresponsive = 1;
+    assert.equal(await value(m, 'ferry_p2p_view_settled'), 0);
+    assert.equal(await value(m, 'ferry_p2p_lookups_total', { answer: 'asked' }), 9);
+    assert.equal(await value(m, 'ferry_p2p_lookups_total', { answer: 'local' }), 9);
+    assert.equal(await value(m, 'ferry_p2p_liveness_total', { event: 'unresponsive' }), 1);
+    assert.equal(
+      await value(m, 'ferry_p2p_liveness_total', { event: 'unresponsive' }),
+      1,
+      'a second scrape adds nothing',
+    );
+    assert.equal(await value(m, 'ferry_p2p_suspicions_total', { event: 'cleared' }), 1);
+    assert.match(await m.registry.metrics(), /^# TYPE ferry_p2p_introductions_total counter$/m);
   });
 
   it('records tracker counts and exposes everything prefixed ferry_ plus default metrics', async () => {
