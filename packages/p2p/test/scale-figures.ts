@@ -29,6 +29,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { FERRY_ASK_PROTOCOL } from '../src/ask-peers.ts';
 import { Cluster, until } from './cluster/harness.ts';
 import { MIRROR_RESOLVE_TIMEOUT_MS, type NodeEvents } from './cluster/worker.ts';
 
@@ -362,6 +363,12 @@ async function restartFigures(
       sum((s) => s.introductions.received),
     ];
   };
+  // ask streams each survivor answered (where the asking rounds' load fell)
+  const asksAnswered = async () =>
+    (await Promise.all(survivors.map((i) => c.stats(i)))).map(
+      (s) => s.inboundStreams[FERRY_ASK_PROTOCOL] ?? 0,
+    );
+  const asks0 = await asksAnswered();
   const [cpu0, sums0] = [await c.cpuMs(), await sums()];
   const fresh = digest();
   const tRestart = Date.now();
@@ -391,6 +398,11 @@ async function restartFigures(
       `${wall} ms, CPU of all processes ${(((await c.cpuMs()) - cpu0) / wall).toFixed(2)} cores, ` +
       `${(await sums()).map((n, k) => n - (sums0[k] as number)).join(' / ')} lookups asked peers / shed / ` +
       'introductions sent / received by the survivors\n',
+  );
+  const asked = (await asksAnswered()).map((n, k) => n - (asks0[k] as number)).sort((a, b) => b - a);
+  process.stderr.write(
+    `restart asks answered per survivor: max ${asked[0] ?? 0}, p50 ${pct(asked, 50)}, top 3 ` +
+      `${asked.slice(0, 3).reduce((a, n) => a + n, 0)} of ${asked.reduce((a, n) => a + n, 0)}\n`,
   );
   process.stderr.write(`node 0's log: ${JSON.stringify((await c.events(0)).log)}\n`);
   process.stderr.write('node | connect (dialled by) | identify | first record | findable\n');
