@@ -92,6 +92,14 @@ async function pulls(cluster: Cluster, nodes: ClusterNode[], img: BuiltImage, ta
   return { ok: nodes.length - failures.length, of: nodes.length, failures };
 }
 
+/** Duplicate connections the agents closed since they started (their p2p metrics). */
+async function duplicatesClosed(nodes: ClusterNode[]): Promise<number> {
+  const counts = await Promise.all(
+    nodes.map((nd) => nd.agent!.metric('ferry_p2p_liveness_total', { event: 'duplicate_closed' })),
+  );
+  return counts.reduce((a, n) => a + n, 0);
+}
+
 /** Lines in the running agents' logs that declare a peer gone (every one before a kill is a live peer). */
 function peersDeclaredGone(cluster: Cluster): number {
   let count = 0;
@@ -264,6 +272,7 @@ async function measure(n: number, bundle: string): Promise<{ rows: Map<string, s
 
     // 6. Restart of node 1's agent: C (only node 1 holds it) findable from every survivor.
     await dead.get(1)!.close();
+    const duplicatesBefore = await duplicatesClosed(survivors);
     const restartAt = Date.now();
     await node(1).agent!.start();
     await node(1).agent!.waitReady(60_000);
@@ -273,6 +282,12 @@ async function measure(n: number, bundle: string): Promise<{ rows: Map<string, s
     rows.set(
       "restart of node 1's agent: ready, s; an image only it holds findable from each survivor, s from the restart: p50 / max (nodes)",
       `${readyAfter.toFixed(1)}; ${secs(back)} (${back.length}/${survivors.length})`,
+    );
+    // A pair that dialled each other at once keeps one connection; the other is closed once idle for 2 s.
+    await sleep(3_000);
+    rows.set(
+      'restart: duplicate connections closed (node 1 and a survivor dialled each other at once), all agents',
+      String((await duplicatesClosed([node(1), ...survivors])) - duplicatesBefore),
     );
     return { rows, notes };
   } finally {
