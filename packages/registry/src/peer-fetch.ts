@@ -75,6 +75,8 @@ export interface MirrorSettings {
   retries: number;
   peerTimeoutMs: number;
   metadataTimeoutMs: number;
+  /** Deadline for the headers (a whole manifest, a HEAD) of the one peer left to ask. */
+  lastPeerTimeoutMs: number;
   /** Delay before a hedged request; 'adaptive' = p90 of observed header latency. */
   hedgeDelayMs: number | 'adaptive';
   latency: LatencyTracker;
@@ -176,15 +178,16 @@ export async function fetchPeer(
   const isBlobGet = t.kind === 'blobs' && t.method === 'GET';
   const timeoutMs = isBlobGet ? s.peerTimeoutMs : s.metadataTimeoutMs;
   // Headers (and a whole manifest) within the deadline; a blob body then has undici's bodyTimeout.
-  // A manifest or HEAD from the one peer left to ask (`lastPeer`: no other to fail over to) gets the
-  // peer timeout instead: on a loaded node the only holder answers late, and giving up is a 404.
+  // The one peer left to ask (`lastPeer`: no other to fail over to) gets `lastPeerTimeoutMs` instead:
+  // on a loaded node the only holder answers late, and giving up is a 404, which fails the pull
+  // while the upstream is down (a holder that froze is found dead by liveness meanwhile).
   const deadline = AbortSignal.timeout(timeoutMs);
   let extended: AbortSignal | undefined;
   const giveUp = (ms: number) => ac.abort(new PeerError(`no answer within ${ms} ms`));
-  const onExtended = () => giveUp(s.peerTimeoutMs);
+  const onExtended = () => giveUp(s.lastPeerTimeoutMs);
   const onDeadline = () => {
-    if (timeoutMs < s.peerTimeoutMs && opts.lastPeer?.() === true) {
-      extended = AbortSignal.timeout(s.peerTimeoutMs - timeoutMs);
+    if (timeoutMs < s.lastPeerTimeoutMs && opts.lastPeer?.() === true) {
+      extended = AbortSignal.timeout(s.lastPeerTimeoutMs - timeoutMs);
       extended.addEventListener('abort', onExtended, { once: true });
     } else giveUp(timeoutMs);
   };

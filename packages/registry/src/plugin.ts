@@ -47,8 +47,14 @@ export interface RegistryPluginOptions {
   mirrorResolveRetries?: number;
   /** Deadline for a peer's response headers on blob GETs (also the body idle timeout). Default 2000 ms. */
   peerTimeoutMs?: number;
-  /** Deadline for a whole manifest fetch or HEAD from a peer (`peerTimeoutMs` for the one peer left). Default 1000 ms. */
+  /** Deadline for a whole manifest fetch or HEAD from a peer. Default 1000 ms. */
   peerMetadataTimeoutMs?: number;
+  /**
+   * Deadline for the headers (a whole manifest, a HEAD) of the one peer left to ask, with no other to
+   * fail over to: the only holder of a digest may answer late on a loaded node, and giving up is a
+   * 404 (a failed pull while the upstream is down). Default 10000 ms.
+   */
+  lastPeerTimeoutMs?: number;
   /** Start the next peer when the current one has not answered within this delay. 'adaptive' (default): p90 of observed latency; Infinity: no hedging. */
   hedgeDelayMs?: number | 'adaptive';
   /**
@@ -126,6 +132,7 @@ export const registry: FastifyPluginAsync<RegistryPluginOptions> = async (app, o
     retries: Math.max(1, opts.mirrorResolveRetries ?? 3),
     peerTimeoutMs,
     metadataTimeoutMs: opts.peerMetadataTimeoutMs ?? 1000,
+    lastPeerTimeoutMs: opts.lastPeerTimeoutMs ?? 10_000,
     hedgeDelayMs: opts.hedgeDelayMs ?? 'adaptive',
     latency: createLatencyTracker(),
     maxManifestBytes,

@@ -124,7 +124,7 @@ describe('mirroring from peers', () => {
     const silent2 = await startSilentPeer(t, 'silent2');
     const good = await startPeer(t, 'good');
     storeImage(good.source, img);
-    const opts = { peerTimeoutMs: 400, peerMetadataTimeoutMs: 400 };
+    const opts = { peerTimeoutMs: 400, peerMetadataTimeoutMs: 400, lastPeerTimeoutMs: 400 };
     const { app } = await node(
       t,
       { [img.layerDigest]: [silent.peer, good.peer], [img.manifestDigest]: [silent.peer, good.peer] },
@@ -144,9 +144,10 @@ describe('mirroring from peers', () => {
     assert.deepEqual(miss.json().errors[0].detail, { attempts: 2 });
   });
 
-  it('waits past the manifest deadline for the one peer left, up to peerTimeoutMs', async (t) => {
+  it('waits past the deadlines for the one peer left, up to lastPeerTimeoutMs', async (t) => {
     // On the loaded 30-node rig the only live holder answered manifest HEADs after the 1 s deadline,
-    // and the asker answered 404. Here the deadline is 150 ms and the holder answers after 400.
+    // and blob GETs after the 2 s one, and the asker answered 404 (a failed pull with the upstream
+    // down). Here the deadlines are 150 ms and the holder answers after 400.
     const img = sampleImage(1000);
     const good = await startPeer(t, 'good');
     storeImage(good.source, img);
@@ -157,20 +158,29 @@ describe('mirroring from peers', () => {
         return true;
       });
     const holder = await late(400);
-    const opts = { peerTimeoutMs: 2_000, peerMetadataTimeoutMs: 150 };
-    const { app } = await node(t, { [img.manifestDigest]: [holder] }, opts);
+    const opts = { peerTimeoutMs: 150, peerMetadataTimeoutMs: 150, lastPeerTimeoutMs: 2_000 };
+    const { app } = await node(t, { [img.manifestDigest]: [holder], [img.layerDigest]: [holder] }, opts);
     for (const method of ['HEAD', 'GET'] as const) {
       const res = await app.inject({ method, url: `/v2/library/app/manifests/${img.manifestDigest}` });
       assert.equal(res.statusCode, 200, method);
     }
-    // A peer that never answers holds the request no longer than peerTimeoutMs: 404.
+    const blob = await app.inject({ url: `/v2/library/app/blobs/${img.layerDigest}` });
+    assert.equal(blob.statusCode, 200, 'blob GET');
+    assert.ok(blob.rawPayload.equals(img.layer));
+    // A peer that never answers holds the request no longer than lastPeerTimeoutMs: 404.
     const silent = await late(Number.POSITIVE_INFINITY);
-    const { app: app2 } = await node(t, { [img.manifestDigest]: [silent] }, { ...opts, peerTimeoutMs: 400 });
+    const { app: app2 } = await node(
+      t,
+      { [img.manifestDigest]: [silent], [img.layerDigest]: [silent] },
+      { ...opts, lastPeerTimeoutMs: 400 },
+    );
     const miss = await app2.inject({
       method: 'HEAD',
       url: `/v2/library/app/manifests/${img.manifestDigest}`,
     });
     assert.equal(miss.statusCode, 404);
+    const blobMiss = await app2.inject({ url: `/v2/library/app/blobs/${img.layerDigest}` });
+    assert.equal(blobMiss.statusCode, 404);
   });
 
   it('hedges to the next peer when the first is slow', async (t) => {
