@@ -11,13 +11,14 @@
 // - Round robin: every `ROUND_ROBIN_MS` one other peer, in a shuffled round robin, is probed if
 //   quiet: connections outside every ring (a partial mesh, beyond meshLimit) are checked too.
 // - A probe unanswered within `timeoutMs` (and nothing else heard from the peer meanwhile): the
-//   peer is gone. A deadline that this node's own event loop let pass late (by 1 s or more: a
-//   blocked or CPU-starved process) proves nothing of the peer: the ping is waited for again (3
-//   deadlines at most), and an answer that came in with the deadline is read before the verdict.
-//   A ping is never abandoned: yamux takes the late answer to a ping it forgot for a protocol error
-//   and aborts the connection, so a slow answer would otherwise cut a live peer off. Every connection to it is aborted and `onUnresponsive` names it: the node drops
+//   peer is gone. Every connection to it is aborted and `onUnresponsive` names it: the node drops
 //   its records (membership.ts) and tells its members (suspicion.ts), who stop sending lookups to
 //   it at once and confirm with their own probe (`check`) before dropping its records.
+// - Under load: an answer that came in with the deadline is read before the verdict, and a deadline
+//   this node's own event loop let pass late (by 1 s or more: a blocked or CPU-starved process)
+//   proves nothing of the peer: the ping is waited for again (3 deadlines at most). A ping is never
+//   abandoned: yamux takes the late answer to a ping it forgot for a protocol error and aborts the
+//   connection, so a slow answer would otherwise cut a live peer off.
 // - Worst case, with the defaults (quietMs 2 s, the 500 ms housekeeping tick, pingTimeoutMs 5 s),
 //   at 100 nodes as at any size within the mesh: a peer that freezes or vanishes (it closes
 //   nothing) is probed by each of its 2 predecessors within 2 + 0.5 s of its last frame, known dead

@@ -137,8 +137,8 @@ export interface P2PStats {
   introductions: { sent: number; received: number; ignored: number };
   /**
    * Liveness since start (liveness.ts): pings sent, duplicate connections closed, peers that left
-   * this node's ping unanswered, probes sent again because this node's own event loop let the
-   * deadline pass late; suspicions (suspicion.ts): suspects this node told its members
+   * this node's ping unanswered, deadlines waited again because this node's own event loop let
+   * them pass late; suspicions (suspicion.ts): suspects this node told its members
    * of, suspicions received, confirmed by this node's own ping, cleared (the peer answered), and
    * ignored (rate, bounds, malformed, not from a member, about a peer not connected).
    */
