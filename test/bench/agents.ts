@@ -7,8 +7,10 @@
 // through containerd on every other node); churn (20% of the agents SIGKILLed at once, node 1 among
 // them, another node holding the image: pulls on survivors right after the kill, then again once every
 // survivor dropped the dead; requests at the dead nodes' addresses counted by a listener there); the
-// restart of node 1's agent (an image only it holds, findable from every survivor). Nothing asserts on
-// time: the run fails only on a broken set-up. FERRY_RIG_KEEP=1 keeps the agents' logs.
+// restart of node 1's agent (an image only it holds, findable from every survivor; the duplicate
+// connections closed meanwhile). Before the kill, the live peers some agent declared gone are counted
+// from the agents' logs. Nothing asserts on time: the run fails only on a broken set-up.
+// FERRY_RIG_KEEP=1 keeps the agents' logs.
 //   node test/bench/agents.ts [--sizes 5,30] [--out FILE]
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
