@@ -321,6 +321,12 @@ async function* blobStream(
   }
 }
 
+/**
+ * The rest of a broken blob, `bytes=<from>-<to>`: from the peers the race found (the next one after
+ * `last` first), then from peers a fresh lookup finds, and only then from peers that failed lately (`last`
+ * among them). The race stops its lookup at the first answer, so it may not have found every holder; those
+ * found now are added to `peers` for the next resume.
+ */
 async function resume(
   s: MirrorSettings,
   t: MirrorTarget,
@@ -330,32 +336,50 @@ async function resume(
   to: number,
   signal: AbortSignal,
 ): Promise<Attempt> {
+  const digest = t.digest as string;
+  const errors: string[] = [];
+  const attempt = async (peer: Peer): Promise<Attempt | undefined> => {
+    try {
+      const a = await fetchPeer(s, t, peer, signal, `bytes=${from}-${to}`);
+      const span = a.span as Span;
+      if (a.status === 206 && span.start === from && span.end === to) return a;
+      a.abort();
+      a.body?.destroy();
+      throw new PeerError(`peer ${peer.id} answered the resume with the wrong range`);
+    } catch (err) {
+      errors.push(`${peer.id}: ${reasonOf(err)}`);
+      return undefined;
+    }
+  };
   const at = Math.max(
     0,
     peers.findIndex((p) => p.id === last.id),
   );
   const rotated = peers.length <= 1 ? [last] : [...peers.slice(at + 1), ...peers.slice(0, at + 1)];
-  const usable = rotated.filter((p) => !s.book.isQuarantined(t.digest as string, p.id));
-  // Peers that failed lately go last.
-  const order = [
-    ...usable.filter((p) => !s.book.recentlyFailed(p.id)),
-    ...usable.filter((p) => s.book.recentlyFailed(p.id)),
-  ];
-  const errors: string[] = [];
-  for (const peer of order) {
-    if (signal.aborted) break;
+  const usable = rotated.filter((p) => !s.book.isQuarantined(digest, p.id));
+  async function* candidates(): AsyncGenerator<Peer> {
+    yield* usable.filter((p) => !s.book.recentlyFailed(p.id));
+    const more = new PeerIterator(s.router, t.key, s.retries * 4, signal, {
+      skip: (p) => peers.some((q) => q.id === p.id) || s.book.isQuarantined(digest, p.id),
+      random: s.randomOrder,
+    });
     try {
-      const a = await fetchPeer(s, t, peer, signal, `bytes=${from}-${to}`);
-      const span = a.span as Span;
-      if (a.status !== 206 || span.start !== from || span.end !== to) {
-        a.abort();
-        a.body?.destroy();
-        throw new PeerError(`peer ${peer.id} answered the resume with the wrong range`);
+      for (;;) {
+        const peer = await more.next(AbortSignal.any([signal, AbortSignal.timeout(s.resolveTimeoutMs)]));
+        if (peer === undefined) break;
+        peers.push(peer);
+        yield peer;
       }
-      return a;
-    } catch (err) {
-      errors.push(`${peer.id}: ${reasonOf(err)}`);
+    } finally {
+      more.close();
     }
+    // Peers that failed lately (the one that just broke among them) only when no other answered.
+    yield* usable.filter((p) => s.book.recentlyFailed(p.id));
+  }
+  for await (const peer of candidates()) {
+    if (signal.aborted) break;
+    const a = await attempt(peer);
+    if (a !== undefined) return a;
   }
   // A short pause before the caller's next resume round, so a flapping single peer is not hammered.
   if (!signal.aborted) await delay(10, undefined, { signal }).catch(() => {});

@@ -250,6 +250,31 @@ describe('mirroring from peers', () => {
     assert.equal(e.aborted, false);
   });
 
+  it('resumes from a holder the first lookup had not found yet, found by looking again', async (t) => {
+    const img = sampleImage(400_000);
+    const flaky = await startFlakyPeer(t, 'flaky', img.layer, 100_000);
+    const good = await startPeer(t, 'good');
+    storeImage(good.source, img);
+    // The lookup of the request's race yields the flaky peer only; the good one is known from then on.
+    const router = createMemoryRouter({ [img.layerDigest]: [flaky.peer] });
+    const lookup = router.lookup.bind(router);
+    router.lookup = async function* (key, options) {
+      yield* lookup(key, options);
+      router.add(key, good.peer);
+    };
+    const { app, ev } = await node(t, {}, { router });
+    const res = await app.inject({ url: `/v2/library/app/blobs/${img.layerDigest}` });
+    assert.equal(res.statusCode, 200);
+    assert.ok(res.rawPayload.equals(img.layer));
+    const e = await until(() => ev.list[0], 'event');
+    assert.deepEqual(
+      e.peers?.map((p) => p.id),
+      ['flaky', 'good'],
+      'one request, served by both',
+    );
+    assert.equal(router.lookups.length, 2);
+  });
+
   it('resumes from the same peer when it is the only one, also for a client range', async (t) => {
     const img = sampleImage(300_000);
     const flaky = await startFlakyPeer(t, 'flaky', img.layer, 64_000, 2);
