@@ -32,7 +32,7 @@ export type BlobLie =
   | 'not-held'
   /** `Content-Length: claimBytes`: the held bytes, then zeros up to the claim. */
   | { claimBytes: number }
-  /** The held bytes up to `cutAfter`, then the connection breaks (a peer dying mid-blob). */
+  /** The held bytes up to `cutAfter`, then the connection breaks (a peer dying mid-blob); shorter blobs whole. */
   | { cutAfter: number }
   /** 404 for a whole blob, the held bytes for a Range request (a peer that only takes over). */
   | 'ranges-only';
@@ -167,7 +167,8 @@ export async function startAdversary(opts: AdversaryOptions): Promise<Adversary>
       return send(200, { ...base, 'content-length': String(lie.claimBytes) }, (r) =>
         streamClaim(r, item.bytes, lie.claimBytes),
       );
-    if (typeof lie === 'object')
+    // A blob no longer than the cut (the config) is sent whole, its connection kept: the node may reuse it.
+    if (typeof lie === 'object' && item.bytes.length > lie.cutAfter)
       return send(200, { ...base, 'content-length': size }, async (r) => {
         r.write(item.bytes.subarray(0, lie.cutAfter));
         await new Promise((resolve) => setTimeout(resolve, 50));
